@@ -1,0 +1,21 @@
+//! tidemark: the native core of a replication pipeline.
+//!
+//! - [`Tracker`]: flush-offset tracking. Writers receive commits at log offsets and later report
+//!   what they flushed; the tracker computes the position the host may acknowledge upstream,
+//!   exactly, without a global lock on the flush path. It also detects writers that were killed
+//!   without cleanup or are wedged (staleness sweeps) and evicts them with a report.
+//! - [`batch`]: batch buffers (many producers, one sink, bounded memory, drain on stop).
+//!
+//! See `docs/ARCHITECTURE.md` for the structures and the memory-ordering argument.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub(crate) mod sync;
+
+pub mod batch;
+// pub mod model;
+mod offset;
+// mod tracker;
+
+pub use offset::Offset;
+// pub use tracker::{...};
