@@ -15,7 +15,10 @@ pub(crate) mod sync;
 pub mod batch;
 // pub mod model;
 mod offset;
-// mod tracker;
+mod tracker;
 
 pub use offset::Offset;
-// pub use tracker::{...};
+pub use tracker::{
+    DownClass, EvictReason, Event, Pinning, SweepOutcome, Tracker, TrackerError, TrackerOptions,
+    TrackerStats, WriterId, WriterStatus,
+};
