@@ -13,7 +13,7 @@
 pub(crate) mod sync;
 
 pub mod batch;
-// pub mod model;
+pub mod model;
 mod offset;
 mod tracker;
 

@@ -323,7 +323,9 @@ impl Tracker {
                 g.status = Status::Pending;
                 g.last_sent = offset;
                 g.progress_at = now;
-                g.set(flag::CHALLENGED, false);
+                // A new stint owes this commit whatever was reported before it (a report
+                // beyond an earlier `last_sent` must not cover a later delivery).
+                g.set(flag::CHALLENGED | flag::HAS_FLUSHED, false);
                 g.set(flag::INDEXED, true);
                 log.fresh.push(IndexEntry::new(now, w.index(), g.epoch));
             }

@@ -56,7 +56,8 @@ pub(crate) mod flag {
 pub(crate) struct WriterState {
     /// Last offset of the newest commit delivered during the current pending stint.
     pub(crate) last_sent: Offset,
-    /// Highest offset the writer reported (meaningful when `HAS_FLUSHED`); never decreases.
+    /// Highest offset the writer reported in its current stint (meaningful when `HAS_FLUSHED`,
+    /// which a new stint clears); never decreases within a stint.
     pub(crate) flushed: Offset,
     /// Caller-supplied ms of the last progress (becoming pending, flush progress, touch, resume).
     pub(crate) progress_at: u64,
