@@ -1,2 +1,46 @@
 //! The `tidemark` command.
-fn main() {}
+//!
+//! Subcommands:
+//!
+//! - `replay FILE|-`: drive a tracker from a JSON-lines trace (see [`replay`]).
+//!
+//! Usage errors print to stderr and exit with status 2.
+
+use std::process::ExitCode;
+
+mod replay;
+
+/// The usage text (`tidemark --help`).
+const USAGE: &str = "\
+usage: tidemark <command> [args]
+
+commands:
+  replay FILE|-   drive a flush tracker from a JSON-lines trace (`-` reads stdin) and print
+                  one JSON line per input line: {\"ack\":N|null, ...}
+  help            print this text
+";
+
+/// Exit status for usage errors (bad arguments, unreadable input file).
+pub(crate) const EXIT_USAGE: u8 = 2;
+
+/// Prints `msg` and the usage text to stderr and returns the usage exit status.
+pub(crate) fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("tidemark: {msg}\n\n{USAGE}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        return usage_error("missing command");
+    };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        "replay" => replay::main(rest),
+        other => usage_error(&format!("unknown command `{other}`")),
+    }
+}

@@ -19,6 +19,6 @@ mod tracker;
 
 pub use offset::Offset;
 pub use tracker::{
-    DownClass, EvictReason, Event, Pinning, SweepOutcome, Tracker, TrackerError, TrackerOptions,
+    DownClass, Event, EvictReason, Pinning, SweepOutcome, Tracker, TrackerError, TrackerOptions,
     TrackerStats, WriterId, WriterStatus,
 };

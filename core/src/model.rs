@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::{DownClass, EvictReason, Event, Offset, TrackerError, WriterId};
+use crate::{DownClass, Event, EvictReason, Offset, TrackerError, WriterId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MStatus {

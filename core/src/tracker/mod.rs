@@ -36,7 +36,7 @@ use crate::sync::{
 use stale::{IndexEntry, Staleness};
 use table::{Slot, Status, Table, WriterState, flag};
 pub use types::{
-    DownClass, EvictReason, Event, Pinning, SweepOutcome, TrackerError, TrackerOptions,
+    DownClass, Event, EvictReason, Pinning, SweepOutcome, TrackerError, TrackerOptions,
     TrackerStats, WriterId, WriterStatus,
 };
 

@@ -25,7 +25,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use super::table::{Status, WriterState, flag};
 use super::{
-    DownClass, EvictReason, Event, MutexGuard, SweepOutcome, Tracker, TrackerError, WriterId,
+    DownClass, Event, EvictReason, MutexGuard, SweepOutcome, Tracker, TrackerError, WriterId,
 };
 use crate::sync::{AtomicU64, Mutex, Ordering};
 

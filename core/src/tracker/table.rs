@@ -224,6 +224,10 @@ mod tests {
 
     #[test]
     fn slot_fits_in_a_cache_line() {
-        assert!(std::mem::size_of::<Slot>() <= 64, "{}", std::mem::size_of::<Slot>());
+        assert!(
+            std::mem::size_of::<Slot>() <= 64,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
     }
 }
