@@ -169,7 +169,8 @@ impl Harness {
             }
             Op::Down(i, c) => {
                 let Some(w) = self.id(*i) else { return Ok(()) };
-                let class = [DownClass::Crash, DownClass::Cleanup, DownClass::Teardown][*c as usize];
+                let class =
+                    [DownClass::Crash, DownClass::Cleanup, DownClass::Teardown][*c as usize];
                 let a = self.t.down(w, class, self.now);
                 prop_assert_eq!(&a, &self.m.down(w, class, self.now));
                 if a.is_ok() && class != DownClass::Teardown {

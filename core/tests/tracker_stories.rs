@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidemark::{
-    DownClass, EvictReason, Event, Offset, Tracker, TrackerError, TrackerOptions, WriterStatus,
+    DownClass, Event, EvictReason, Offset, Tracker, TrackerError, TrackerOptions, WriterStatus,
 };
 
 fn o(tx: u64, op: u64) -> Offset {
@@ -115,11 +115,13 @@ fn capacity_is_enforced_and_freed_by_unregister() {
     );
     t.unregister(a).unwrap();
     t.register().unwrap();
-    assert!(Tracker::new(TrackerOptions {
-        max_writers: 0,
-        ..TrackerOptions::default()
-    })
-    .is_err());
+    assert!(
+        Tracker::new(TrackerOptions {
+            max_writers: 0,
+            ..TrackerOptions::default()
+        })
+        .is_err()
+    );
 }
 
 #[test]
@@ -137,7 +139,11 @@ fn killed_writer_is_evicted_by_a_sweep_past_grace() {
     assert!(pin.orphaned);
     assert_eq!(pin.ms_since_progress, 1_000);
     let out = t.sweep(1_101);
-    assert_eq!((out.challenged, out.evicted), (0, 1), "orphans skip the challenge");
+    assert_eq!(
+        (out.challenged, out.evicted),
+        (0, 1),
+        "orphans skip the challenge"
+    );
     assert_eq!(t.ack(), Some(7));
     assert_eq!(events(&t), vec![Event::Evicted(b, EvictReason::Orphaned)]);
     assert_eq!(
@@ -170,7 +176,10 @@ fn wedged_writer_is_challenged_then_evicted_and_touch_saves_it() {
     t.touch(w, 1_002).unwrap(); // w answers: deferring on purpose
     let out = t.sweep(1_050);
     assert_eq!((out.challenged, out.evicted), (0, 1));
-    assert_eq!(events(&t), vec![Event::Evicted(wedged, EvictReason::Stalled)]);
+    assert_eq!(
+        events(&t),
+        vec![Event::Evicted(wedged, EvictReason::Stalled)]
+    );
     assert_eq!(t.ack(), Some(0), "w still owes commit 1");
     // w stalls again: challenged again, not evicted.
     assert_eq!(t.sweep(2_003).challenged, 1);
@@ -340,6 +349,10 @@ fn pinning_and_stats_describe_the_holder() {
     assert_eq!(s.ack, Some(1));
     assert_eq!(s.ack_lag, Some(1));
     assert_eq!(s.pending, 2);
-    assert_eq!(s.oldest_progress_age_ms, Some(800), "b became pending at 200");
+    assert_eq!(
+        s.oldest_progress_age_ms,
+        Some(800),
+        "b became pending at 200"
+    );
     assert_eq!((s.commits, s.flushes, s.registered), (2, 1, 2));
 }
