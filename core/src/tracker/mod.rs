@@ -29,12 +29,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::Offset;
-use crate::sync::{
-    AtomicU8, AtomicU64, AtomicUsize, CachePadded, Condvar, Mutex, MutexGuard, Ordering, fence,
-};
+use crate::sync::{AtomicU8, AtomicU64, AtomicUsize, CachePadded, Condvar, Mutex, Ordering, fence};
 
 use stale::{IndexEntry, Staleness};
-use table::{Slot, Status, Table, WriterState, flag};
+use table::{Slot, SlotGuard, Status, Table, WriterState, flag};
 pub use types::{
     DownClass, Event, EvictReason, Pinning, SweepOutcome, TrackerError, TrackerOptions,
     TrackerStats, WriterId, WriterStatus,
@@ -56,6 +54,10 @@ const DRAIN_AGAIN: u8 = 2;
 /// The log is never compacted below this many entries (compaction is O(len)).
 const MIN_COMPACT: usize = 4096;
 
+/// Commits with at most this many writers lock each writer once (validate and apply under one
+/// lock); larger ones validate and apply in two passes.
+const HELD_GUARDS: usize = 8;
+
 /// Flush counters are striped by writer index so concurrent flushers do not share a line.
 const STRIPES: usize = 8;
 
@@ -71,11 +73,22 @@ struct Delivery {
 struct Log {
     entries: VecDeque<Delivery>,
     last_seen: Option<Offset>,
-    /// `initial_ack`: commits must exceed it.
-    floor: Option<u64>,
     compact_at: usize,
-    ack_moved_at: Option<Instant>,
-    /// Reused buffer of writers that became pending in the current commit.
+    /// Caller ms when the ack last moved (the `now` of the call that moved it, or of the
+    /// latest commit for calls without one).
+    ack_moved_at: Option<u64>,
+    /// The latest commit's `now`.
+    last_now: u64,
+}
+
+/// State behind the commit lock: only committers take it, so with one committing thread it is
+/// never contended. Slot work happens here, outside the log lock, so a drainer never waits for
+/// a commit's slot locks.
+struct Committer {
+    /// The previous commit's tx, or `initial_ack`: the next commit must exceed it.
+    last_tx: Option<u64>,
+    /// Reused buffers: the current commit's deliveries and new stints.
+    deliveries: Vec<Delivery>,
     fresh: Vec<IndexEntry>,
 }
 
@@ -115,6 +128,7 @@ struct Counters {
 pub struct Tracker {
     table: Table,
     registry: Mutex<Registry>,
+    committer: Mutex<Committer>,
     log: Mutex<Log>,
     /// Drain election: IDLE → RUNNING (one drainer) → AGAIN (something changed meanwhile).
     drain: CachePadded<AtomicU8>,
@@ -122,7 +136,10 @@ pub struct Tracker {
     head_pin: CachePadded<AtomicU64>,
     /// The ack plus one; 0 means none yet.
     ack: CachePadded<AtomicU64>,
-    pending: CachePadded<AtomicU64>,
+    /// Stints started (committer only) and ended (anyone): `pending = started − ended`, two
+    /// counters so the committer and the flushers never write the same line.
+    started: CachePadded<AtomicU64>,
+    ended: CachePadded<AtomicU64>,
     waiters: AtomicUsize,
     wait_lock: Mutex<()>,
     wait_cv: Condvar,
@@ -141,7 +158,7 @@ impl std::fmt::Debug for Tracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracker")
             .field("ack", &self.ack())
-            .field("pending", &self.pending.load(Ordering::Relaxed))
+            .field("pending", &self.pending())
             .finish_non_exhaustive()
     }
 }
@@ -176,18 +193,23 @@ impl Tracker {
                 next: 0,
                 registered: 0,
             }),
+            committer: Mutex::new(Committer {
+                last_tx: options.initial_ack,
+                deliveries: Vec::new(),
+                fresh: Vec::new(),
+            }),
             log: Mutex::new(Log {
                 entries: VecDeque::new(),
                 last_seen: None,
-                floor: options.initial_ack,
                 compact_at: MIN_COMPACT,
                 ack_moved_at: None,
-                fresh: Vec::new(),
+                last_now: 0,
             }),
             drain: CachePadded::new(AtomicU8::new(DRAIN_IDLE)),
             head_pin: CachePadded::new(AtomicU64::new(NO_PIN)),
             ack: CachePadded::new(AtomicU64::new(options.initial_ack.map_or(0, |a| a + 1))),
-            pending: CachePadded::new(AtomicU64::new(0)),
+            started: CachePadded::new(AtomicU64::new(0)),
+            ended: CachePadded::new(AtomicU64::new(0)),
             waiters: AtomicUsize::new(0),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
@@ -248,7 +270,7 @@ impl Tracker {
         let reusable = g.generation != 0;
         drop(g);
         if let Some(epoch) = unpinned {
-            self.after_unpin(writer.index(), epoch);
+            self.after_unpin(writer.index(), epoch, None);
         }
         let mut reg = self.registry.lock();
         reg.registered -= 1;
@@ -294,8 +316,9 @@ impl Tracker {
                 "commit tx must be below u64::MAX",
             ));
         }
-        let mut log = self.log.lock();
-        if let Some(last) = log.last_seen.map(|o| o.tx).or(log.floor)
+        let mut guard = self.committer.lock();
+        let cs = &mut *guard;
+        if let Some(last) = cs.last_tx
             && offset.tx <= last
         {
             return Err(TrackerError::OffsetRegressed {
@@ -303,60 +326,107 @@ impl Tracker {
                 offered: offset.tx,
             });
         }
+        // Touch every slot first: independent loads overlap their cache misses, where the lock
+        // instructions below would take them one after another.
         for &w in writers {
-            let slot = self.slot(w)?;
-            Self::check_live(&slot.lock(), w)?;
-        }
-        let was_empty = log.entries.is_empty();
-        let log = &mut *log;
-        for &w in writers {
-            let slot = self.slot(w).expect("validated above");
-            let mut g = slot.lock();
-            if Self::check_live(&g, w).is_err() {
-                // Evicted or unregistered by another thread since validation: the commit is
-                // linearised before that, and the eviction/removal ended the stint anyway.
-                continue;
+            if let Some(slot) = self.table.get(w.index()) {
+                slot.prefetch();
             }
-            if g.status == Status::Pending {
-                g.last_sent = offset;
-            } else {
-                g.status = Status::Pending;
-                g.last_sent = offset;
-                g.progress_at = now;
-                // A new stint owes this commit whatever was reported before it (a report
-                // beyond an earlier `last_sent` must not cover a later delivery).
-                g.set(flag::CHALLENGED | flag::HAS_FLUSHED, false);
-                g.set(flag::INDEXED, true);
-                log.fresh.push(IndexEntry::new(now, w.index(), g.epoch));
-            }
-            log.entries.push_back(Delivery {
-                slot: w.index(),
-                epoch: g.epoch,
-                offset,
-            });
         }
-        log.last_seen = Some(offset);
-        // Relaxed: counters are statistics; nothing is ordered by them.
+        cs.deliveries.clear();
+        if writers.len() <= HELD_GUARDS {
+            // One lock per writer: validate every writer while holding its lock, then apply
+            // with the same guards. Only a committer holds several slot locks at once (and no
+            // other lock meanwhile but the commit lock), so this cannot deadlock; a slot listed
+            // twice is locked once.
+            let mut guards: [Option<SlotGuard<'_>>; HELD_GUARDS] = [const { None }; HELD_GUARDS];
+            for (i, &w) in writers.iter().enumerate() {
+                match writers[..i].iter().position(|p| p.index() == w.index()) {
+                    Some(first) => {
+                        let g = guards[first].as_ref().expect("first occurrence is locked");
+                        Self::check_live(g, w)?;
+                    }
+                    None => {
+                        let g = self.slot(w)?.lock();
+                        Self::check_live(&g, w)?;
+                        guards[i] = Some(g);
+                    }
+                }
+            }
+            for (g, w) in guards.iter_mut().zip(writers) {
+                if let Some(g) = g {
+                    Self::deliver(g, w.index(), offset, now, cs);
+                }
+            }
+        } else {
+            for &w in writers {
+                let slot = self.slot(w)?;
+                Self::check_live(&slot.lock(), w)?;
+            }
+            for &w in writers {
+                let mut g = self.slot(w).expect("validated above").lock();
+                if Self::check_live(&g, w).is_err() {
+                    // Evicted or unregistered by another thread since validation: the commit
+                    // is linearised before that, and the eviction/removal ended the stint.
+                    continue;
+                }
+                Self::deliver(&mut g, w.index(), offset, now, cs);
+            }
+        }
+        cs.last_tx = Some(offset.tx);
+        // Relaxed: statistics; only committers write these (under the commit lock).
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        let mut must_drain = was_empty;
-        if log.entries.len() >= log.compact_at {
-            self.compact_log(log);
-            must_drain = true;
+        if !cs.fresh.is_empty() {
+            self.started
+                .fetch_add(cs.fresh.len() as u64, Ordering::Relaxed);
         }
-        if must_drain {
-            self.drain_locked(log);
+        {
+            // Deliveries and `last_seen` are published in one log critical section: a drainer
+            // that finds the log empty knows every delivered commit up to `last_seen` is done.
+            // (A writer may already have flushed a delivery before it lands here; it is then
+            // simply dead on arrival.)
+            let mut log = self.log.lock();
+            let log = &mut *log;
+            let was_empty = log.entries.is_empty();
+            log.entries.extend(cs.deliveries.drain(..));
+            log.last_seen = Some(offset);
+            log.last_now = log.last_now.max(now);
+            let mut must_drain = was_empty;
+            if log.entries.len() >= log.compact_at {
+                self.compact_log(log);
+                must_drain = true;
+            }
+            if must_drain {
+                self.drain_locked(log, Some(now));
+            }
         }
-        if !log.fresh.is_empty() {
-            // Relaxed: statistics and a compaction threshold; exactness never depends on it.
-            let pending = self
-                .pending
-                .fetch_add(log.fresh.len() as u64, Ordering::Relaxed);
-            // Lock order: log, then intake, then writer slots; nobody takes the log lock while
-            // holding the intake lock.
-            self.stale
-                .admit(&mut log.fresh, pending, |e| self.entry_state(e).is_some());
+        if !cs.fresh.is_empty() {
+            // Lock order: commit, then intake; the log lock is not held here.
+            self.admit_fresh(&mut cs.fresh, self.pending());
         }
         Ok(())
+    }
+
+    /// Records one delivery under the writer's lock.
+    #[inline]
+    fn deliver(g: &mut SlotGuard<'_>, index: u32, offset: Offset, now: u64, cs: &mut Committer) {
+        if g.status == Status::Pending {
+            g.last_sent = offset;
+        } else {
+            g.status = Status::Pending;
+            g.last_sent = offset;
+            g.progress_at = now;
+            // A new stint owes this commit whatever was reported before it (a report beyond an
+            // earlier `last_sent` must not cover a later delivery).
+            g.set(flag::CHALLENGED | flag::HAS_FLUSHED, false);
+            g.set(flag::INDEXED, true);
+            cs.fresh.push(IndexEntry::new(now, index, g.epoch()));
+        }
+        cs.deliveries.push(Delivery {
+            slot: index,
+            epoch: g.epoch(),
+            offset,
+        });
     }
 
     /// Reports that `writer` flushed everything up to `offset` (at caller time `now`, ms).
@@ -375,7 +445,7 @@ impl Tracker {
             self.counters.late_flushes[stripe].fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let epoch = g.epoch;
+        let epoch = g.epoch();
         if offset >= g.last_sent {
             if !g.has(flag::HAS_FLUSHED) || offset > g.flushed {
                 g.flushed = offset;
@@ -383,7 +453,7 @@ impl Tracker {
             g.set(flag::HAS_FLUSHED, true);
             g.end_stint();
             // Relaxed: statistics and a compaction threshold.
-            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.ended.fetch_add(1, Ordering::Relaxed);
         } else if !g.has(flag::HAS_FLUSHED) || offset > g.flushed {
             g.flushed = offset;
             g.set(flag::HAS_FLUSHED, true);
@@ -393,7 +463,7 @@ impl Tracker {
             return Ok(());
         }
         drop(g);
-        self.after_unpin(writer.index(), epoch);
+        self.after_unpin(writer.index(), epoch, Some(now));
         Ok(())
     }
 
@@ -408,7 +478,7 @@ impl Tracker {
         let unpinned = self.end_stint_if_pending(&mut g);
         drop(g);
         if let Some(epoch) = unpinned {
-            self.after_unpin(writer.index(), epoch);
+            self.after_unpin(writer.index(), epoch, None);
         }
         Ok(())
     }
@@ -476,7 +546,7 @@ impl Tracker {
             let (index, epoch) = ((pin >> 32) as u32, pin as u32);
             let slot = self.table.get(index)?;
             let g = slot.lock();
-            if g.epoch != epoch || g.status != Status::Pending {
+            if g.epoch() != epoch || g.status != Status::Pending {
                 continue; // the head moved while we looked
             }
             let owes = self.head_offset().unwrap_or(g.last_sent);
@@ -515,9 +585,9 @@ impl Tracker {
             last_seen,
             ack_lag: last_seen.map(|s| s.tx.saturating_sub(ack.unwrap_or(0))),
             ack_advances: c.ack_advances.load(Ordering::Relaxed),
-            ms_since_ack_moved: moved_at.map(|t| t.elapsed().as_millis() as u64),
+            ms_since_ack_moved: moved_at.map(|t| now.saturating_sub(t)),
             registered: self.registry.lock().registered,
-            pending: self.pending.load(Ordering::Relaxed),
+            pending: self.pending(),
             commits: c.commits.load(Ordering::Relaxed),
             flushes: sum(&c.flushes),
             late_flushes: sum(&c.late_flushes),
@@ -534,14 +604,24 @@ impl Tracker {
 
     /// Approximate bytes held by the tracker's structures (slots, log, sweep index, events).
     pub fn memory_bytes(&self) -> usize {
-        let log = self.log.lock();
-        self.table.allocated_bytes()
-            + log.entries.capacity() * std::mem::size_of::<Delivery>()
-            + log.fresh.capacity() * std::mem::size_of::<IndexEntry>()
-            + self.stale.memory_bytes()
+        let committer = {
+            let cs = self.committer.lock();
+            cs.deliveries.capacity() * std::mem::size_of::<Delivery>()
+                + cs.fresh.capacity() * std::mem::size_of::<IndexEntry>()
+        };
+        let log = self.log.lock().entries.capacity() * std::mem::size_of::<Delivery>();
+        self.table.allocated_bytes() + committer + log + self.stale.memory_bytes()
     }
 
     // ----- internals ------------------------------------------------------------------------
+
+    /// Writers pending now (a snapshot: exact when nothing runs concurrently).
+    fn pending(&self) -> u64 {
+        // Relaxed: statistics and compaction thresholds; read `ended` first so a concurrent
+        // start-then-end never makes the difference negative.
+        let ended = self.ended.load(Ordering::Relaxed);
+        self.started.load(Ordering::Relaxed).saturating_sub(ended)
+    }
 
     #[inline]
     fn slot(&self, writer: WriterId) -> Result<&Slot, TrackerError> {
@@ -563,14 +643,14 @@ impl Tracker {
     }
 
     /// Ends the stint if pending; returns the ended epoch (to check against the head pin).
-    fn end_stint_if_pending(&self, g: &mut MutexGuard<'_, WriterState>) -> Option<u32> {
+    fn end_stint_if_pending(&self, g: &mut SlotGuard<'_>) -> Option<u32> {
         if g.status != Status::Pending {
             return None;
         }
-        let epoch = g.epoch;
+        let epoch = g.epoch();
         g.end_stint();
         // Relaxed: statistics and a compaction threshold.
-        self.pending.fetch_sub(1, Ordering::Relaxed);
+        self.ended.fetch_add(1, Ordering::Relaxed);
         Some(epoch)
     }
 
@@ -578,20 +658,20 @@ impl Tracker {
     /// (its lock released). Only the head's own writer can move the ack, so everyone else
     /// returns after one load.
     #[inline]
-    fn after_unpin(&self, slot: u32, epoch: u32) {
+    fn after_unpin(&self, slot: u32, epoch: u32, now: Option<u64>) {
         // Relaxed is enough: the drainer stores `head_pin` *before* locking this writer's slot
         // to check it, and we load it *after* unlocking that slot. If the drainer's check came
         // after our unlock, it saw our change; otherwise its store happens-before our load
         // (slot unlock → lock), so we see the pin (or a later one) and elect a drainer.
         if self.head_pin.load(Ordering::Relaxed) == pin_of(slot, epoch) {
-            self.request_drain();
+            self.request_drain(now);
         }
     }
 
     /// Elects one drainer among concurrent requesters; the others return at once, so flush
     /// reports never queue on the log lock (at most one thread, the elected one, waits for it).
     #[cold]
-    fn request_drain(&self) {
+    fn request_drain(&self, now: Option<u64>) {
         let mut cur = self.drain.load(Ordering::Relaxed);
         loop {
             let next = if cur == DRAIN_IDLE {
@@ -615,7 +695,7 @@ impl Tracker {
         loop {
             {
                 let mut log = self.log.lock();
-                self.drain_locked(&mut log);
+                self.drain_locked(&mut log, now);
             }
             // AcqRel/Acquire: if someone asked again meanwhile we read their Release and drain
             // once more with their change visible. The swap (an RMW) reads the newest request.
@@ -634,7 +714,7 @@ impl Tracker {
     }
 
     /// Drops done deliveries at the head and publishes the ack. Caller holds the log lock.
-    fn drain_locked(&self, log: &mut Log) {
+    fn drain_locked(&self, log: &mut Log, now: Option<u64>) {
         let target = loop {
             let Some(d) = log.entries.front().copied() else {
                 // Release: pairs with `pinning`'s Acquire.
@@ -651,19 +731,21 @@ impl Tracker {
                 .table
                 .get(d.slot)
                 .expect("a delivery names an allocated slot");
-            if slot.lock().covers(d.epoch, d.offset) {
+            // A changed epoch proves the stint ended without the lock; "not done" is only ever
+            // concluded under the lock (which the head-pin handshake relies on).
+            if slot.stint_ended(d.epoch) || slot.lock().covers(d.epoch, d.offset) {
                 log.entries.pop_front();
                 continue;
             }
             break d.offset.tx.checked_sub(1);
         };
         if let Some(ack) = target {
-            self.publish_ack(ack, log);
+            self.publish_ack(ack, log, now);
         }
     }
 
     /// Raises the ack to `ack` if higher. Caller holds the log lock (the only writer).
-    fn publish_ack(&self, ack: u64, log: &mut Log) {
+    fn publish_ack(&self, ack: u64, log: &mut Log, now: Option<u64>) {
         let encoded = ack + 1;
         // Relaxed load: we are the only writer (log lock held).
         if encoded <= self.ack.load(Ordering::Relaxed) {
@@ -673,7 +755,7 @@ impl Tracker {
         self.ack.store(encoded, Ordering::Release);
         // Relaxed: a statistic.
         self.counters.ack_advances.fetch_add(1, Ordering::Relaxed);
-        log.ack_moved_at = Some(Instant::now());
+        log.ack_moved_at = Some(now.unwrap_or(log.last_now));
         // SeqCst fence: store-buffering handshake with `wait_ack` (see there).
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) > 0 {
@@ -688,7 +770,7 @@ impl Tracker {
     fn compact_log(&self, log: &mut Log) {
         log.entries.retain(|d| {
             let slot = self.table.get(d.slot).expect("allocated");
-            !slot.lock().covers(d.epoch, d.offset)
+            !(slot.stint_ended(d.epoch) || slot.lock().covers(d.epoch, d.offset))
         });
         log.entries.shrink_to(log.entries.len() * 2);
         log.compact_at = (log.entries.len() * 2).max(MIN_COMPACT);

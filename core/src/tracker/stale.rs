@@ -23,10 +23,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use super::table::{Status, WriterState, flag};
-use super::{
-    DownClass, Event, EvictReason, MutexGuard, SweepOutcome, Tracker, TrackerError, WriterId,
-};
+use super::table::{SlotGuard, Status, flag};
+use super::{DownClass, Event, EvictReason, SweepOutcome, Tracker, TrackerError, WriterId};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// Compaction never runs below this many entries.
@@ -69,20 +67,6 @@ impl Staleness {
             events: Mutex::new(VecDeque::new()),
             event_capacity,
             events_dropped: AtomicU64::new(0),
-        }
-    }
-
-    /// Moves new stints into the intake; compacts it when nobody sweeps for a long time.
-    pub(super) fn admit(
-        &self,
-        fresh: &mut Vec<IndexEntry>,
-        pending: u64,
-        live: impl Fn(&IndexEntry) -> bool,
-    ) {
-        let mut intake = self.intake.lock();
-        intake.append(fresh);
-        if intake.len() > MIN_COMPACT.max(2 * pending as usize) {
-            intake.retain(|e| live(e));
         }
     }
 
@@ -145,10 +129,9 @@ impl Tracker {
         self.stale.grace_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// The host reports the writer gone (see [`DownClass`]). `now` is accepted for a uniform
-    /// call shape; the grace period of an orphan counts from its last progress, not from here.
+    /// The host reports the writer gone (see [`DownClass`]). The grace period of an orphan
+    /// counts from its last progress, not from `now` (which dates an ack the call may move).
     pub fn down(&self, writer: WriterId, class: DownClass, now: u64) -> Result<(), TrackerError> {
-        let _ = now;
         let slot = self.slot(writer)?;
         let mut g = slot.lock();
         Self::check_live(&g, writer)?;
@@ -159,7 +142,7 @@ impl Tracker {
                 self.stale
                     .push_events(&[Event::Evicted(writer, EvictReason::Crashed)]);
                 if let Some(epoch) = unpinned {
-                    self.after_unpin(writer.index(), epoch);
+                    self.after_unpin(writer.index(), epoch, Some(now));
                 }
             }
             DownClass::Cleanup => {
@@ -169,7 +152,7 @@ impl Tracker {
                 drop(g);
                 self.stale.push_events(&[Event::Removed(writer)]);
                 if let Some(epoch) = unpinned {
-                    self.after_unpin(writer.index(), epoch);
+                    self.after_unpin(writer.index(), epoch, Some(now));
                 }
             }
             DownClass::Teardown => {
@@ -275,12 +258,10 @@ impl Tracker {
             }
             heap.extend(rearm.into_iter().map(Reverse));
             // Relaxed: a compaction threshold.
-            let pending = self.pending.load(Ordering::Relaxed) as usize;
+            let pending = self.pending() as usize;
             if heap.len() > MIN_COMPACT.max(2 * pending) {
-                heap.retain(|Reverse(e)| {
-                    let slot = self.table.get(e.slot).expect("indexed slots exist");
-                    matches!(Self::probe(&mut slot.lock(), e), Probe::Live(_))
-                });
+                // Paused entries survive compaction and are dropped when popped.
+                heap.retain(|Reverse(e)| self.stint_live(e));
             }
         }
         // Relaxed: statistics.
@@ -289,7 +270,7 @@ impl Tracker {
             .fetch_add(out.challenged as u64, Ordering::Relaxed);
         self.stale.push_events(&events);
         for (slot, epoch) in unpinned {
-            self.after_unpin(slot, epoch);
+            self.after_unpin(slot, epoch, Some(now));
         }
         out
     }
@@ -352,10 +333,21 @@ impl Tracker {
         None
     }
 
-    /// `Some(progress_at)` while the entry's stint is live (used to compact the intake).
-    pub(super) fn entry_state(&self, e: &IndexEntry) -> Option<u64> {
-        let g = self.table.get(e.slot)?.lock();
-        (g.epoch == e.epoch && g.status == Status::Pending).then_some(g.progress_at)
+    /// Moves new stints into the intake; compacts it (lock-free liveness check) when nobody
+    /// has swept for a long time, so its memory follows pending writers.
+    pub(super) fn admit_fresh(&self, fresh: &mut Vec<IndexEntry>, pending: u64) {
+        let mut intake = self.stale.intake.lock();
+        intake.append(fresh);
+        if intake.len() > MIN_COMPACT.max(2 * pending as usize) {
+            intake.retain(|e| self.stint_live(e));
+        }
+    }
+
+    /// False when the entry's stint certainly ended (read without the slot lock).
+    fn stint_live(&self, e: &IndexEntry) -> bool {
+        self.table
+            .get(e.slot)
+            .is_some_and(|slot| !slot.stint_ended(e.epoch))
     }
 
     fn absorb_intake(&self, heap: &mut BinaryHeap<Reverse<IndexEntry>>) {
@@ -364,8 +356,8 @@ impl Tracker {
     }
 
     /// Classifies an index entry; a paused writer loses its index entry (flag cleared).
-    fn probe(g: &mut MutexGuard<'_, WriterState>, e: &IndexEntry) -> Probe {
-        if g.epoch != e.epoch || g.status != Status::Pending {
+    fn probe(g: &mut SlotGuard<'_>, e: &IndexEntry) -> Probe {
+        if g.epoch() != e.epoch || g.status != Status::Pending {
             Probe::Dead
         } else if g.has(flag::PAUSED) {
             g.set(flag::INDEXED, false);
@@ -376,21 +368,17 @@ impl Tracker {
     }
 
     /// If the writer is pending but not indexed, marks it indexed and returns the entry to add.
-    fn reindex_locked(&self, g: &mut WriterState, slot: u32) -> Option<IndexEntry> {
+    fn reindex_locked(&self, g: &mut SlotGuard<'_>, slot: u32) -> Option<IndexEntry> {
         if g.status == Status::Pending && !g.has(flag::INDEXED) {
             g.set(flag::INDEXED, true);
-            Some(IndexEntry::new(g.progress_at, slot, g.epoch))
+            Some(IndexEntry::new(g.progress_at, slot, g.epoch()))
         } else {
             None
         }
     }
 
     /// Evicts under the writer's lock; returns the ended epoch if it was pending.
-    fn evict_locked(
-        &self,
-        g: &mut MutexGuard<'_, WriterState>,
-        reason: EvictReason,
-    ) -> Option<u32> {
+    fn evict_locked(&self, g: &mut SlotGuard<'_>, reason: EvictReason) -> Option<u32> {
         let unpinned = self.end_stint_if_pending(g);
         g.status = Status::Evicted;
         g.reason = reason.to_u8();

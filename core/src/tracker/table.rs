@@ -8,7 +8,9 @@
 use std::ptr;
 
 use crate::Offset;
-use crate::sync::{AtomicPtr, Mutex, Ordering};
+use std::ops::{Deref, DerefMut};
+
+use crate::sync::{AtomicPtr, AtomicU32, Mutex, MutexGuard, Ordering};
 
 /// Slots in the first segment. Small, so a tracker with a handful of writers stays small.
 #[cfg(not(loom))]
@@ -48,10 +50,12 @@ pub(crate) mod flag {
     pub(crate) const INDEXED: u8 = 1 << 4;
 }
 
-/// Everything the tracker knows about one writer. Guarded by the slot's own lock: no other lock
-/// is needed to read or change it, so flush reports from different writers never contend.
+/// Everything the tracker knows about one writer, except its stint epoch (which lives beside
+/// it in [`Slot`] so it can be read without the lock). Guarded by the slot's own lock: no other
+/// lock is needed to read or change it, so flush reports from different writers never contend.
 ///
-/// Fields are ordered so the struct packs into 56 bytes (64 with the lock byte).
+/// Fields are ordered so the struct packs into 48 bytes; with the lock byte and the epoch a
+/// slot is 64 bytes.
 #[derive(Debug)]
 pub(crate) struct WriterState {
     /// Last offset of the newest commit delivered during the current pending stint.
@@ -63,9 +67,6 @@ pub(crate) struct WriterState {
     pub(crate) progress_at: u64,
     /// Generation of the id currently holding this slot; bumped on unregister.
     pub(crate) generation: u32,
-    /// Counts pending stints: bumped whenever a stint ends (completion, remove, eviction,
-    /// unregister), so a delivery or sweep entry tagged with an older epoch is known dead.
-    pub(crate) epoch: u32,
     pub(crate) status: Status,
     pub(crate) flags: u8,
     /// Why the writer was evicted (when `status == Evicted`).
@@ -79,7 +80,6 @@ impl WriterState {
             flushed: Offset::ZERO,
             progress_at: 0,
             generation: 1,
-            epoch: 0,
             status: Status::Free,
             flags: 0,
             reason: 0,
@@ -99,25 +99,97 @@ impl WriterState {
             self.flags &= !f;
         }
     }
+}
+
+/// One writer's slot: its state behind a one-byte lock, and its stint epoch.
+///
+/// The epoch counts pending stints: it is bumped (under the lock) whenever a stint ends
+/// (completion, remove, eviction, unregister), so a delivery or sweep entry tagged with an older
+/// epoch is known dead. It only grows, so a lock-free reader that sees it changed may conclude
+/// "that stint ended" without the lock; one that sees it unchanged must lock and look.
+pub(crate) struct Slot {
+    state: Mutex<WriterState>,
+    epoch: AtomicU32,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            state: Mutex::new(WriterState::new()),
+            epoch: AtomicU32::new(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> SlotGuard<'_> {
+        SlotGuard {
+            state: self.state.lock(),
+            epoch: &self.epoch,
+        }
+    }
+
+    /// Loads the slot's line into the cache (a plain load whose miss can overlap others').
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        // Relaxed: the value is discarded; only the memory access matters.
+        std::hint::black_box(self.epoch.load(Ordering::Relaxed));
+    }
+
+    /// True when stint `epoch` has certainly ended; false means "look under the lock".
+    #[inline]
+    pub(crate) fn stint_ended(&self, epoch: u32) -> bool {
+        // Acquire pairs with the Release in `end_stint`: a reader that sees the new epoch also
+        // sees the state written before it (not needed for the conclusion, which is monotonic).
+        self.epoch.load(Ordering::Acquire) != epoch
+    }
+}
+
+/// A locked slot.
+pub(crate) struct SlotGuard<'a> {
+    state: MutexGuard<'a, WriterState>,
+    epoch: &'a AtomicU32,
+}
+
+impl Deref for SlotGuard<'_> {
+    type Target = WriterState;
+    #[inline]
+    fn deref(&self) -> &WriterState {
+        &self.state
+    }
+}
+
+impl DerefMut for SlotGuard<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut WriterState {
+        &mut self.state
+    }
+}
+
+impl SlotGuard<'_> {
+    /// The current stint's epoch.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u32 {
+        // Relaxed: the lock we hold orders us after every store (all stores happen under it).
+        self.epoch.load(Ordering::Relaxed)
+    }
 
     /// Has this writer flushed a delivery with last offset `offset` made in stint `epoch`?
     #[inline]
     pub(crate) fn covers(&self, epoch: u32, offset: Offset) -> bool {
-        self.epoch != epoch || (self.has(flag::HAS_FLUSHED) && self.flushed >= offset)
+        self.epoch() != epoch || (self.has(flag::HAS_FLUSHED) && self.flushed >= offset)
     }
 
     /// Ends the current pending stint: everything delivered in it counts as done.
     #[inline]
     pub(crate) fn end_stint(&mut self) {
         debug_assert_eq!(self.status, Status::Pending);
-        self.epoch = self.epoch.wrapping_add(1);
+        // Release: pairs with `Slot::stint_ended`'s Acquire.
+        self.epoch
+            .store(self.epoch().wrapping_add(1), Ordering::Release);
         self.status = Status::Idle;
         self.set(flag::CHALLENGED | flag::INDEXED, false);
     }
 }
-
-/// One writer's slot.
-pub(crate) type Slot = Mutex<WriterState>;
 
 /// The segmented, never-moving slot table.
 pub(crate) struct Table {
@@ -169,9 +241,7 @@ impl Table {
         for s in 0..=seg {
             // Relaxed: only the registry-lock holder stores these pointers, and it is us.
             if self.segments[s].load(Ordering::Relaxed).is_null() {
-                let slots: Box<[Slot]> = (0..segment_len(s))
-                    .map(|_| Mutex::new(WriterState::new()))
-                    .collect();
+                let slots: Box<[Slot]> = (0..segment_len(s)).map(|_| Slot::new()).collect();
                 let raw = Box::into_raw(slots) as *mut Slot;
                 // Release: publishes the initialised slots to `get`'s Acquire load.
                 self.segments[s].store(raw, Ordering::Release);
