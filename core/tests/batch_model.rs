@@ -1,0 +1,164 @@
+//! Cross-check: the real buffer, driven single-threaded through its non-blocking calls, makes
+//! exactly the decisions of the sequential reference model (`batch::ReferenceBatcher`).
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tidemark::Offset;
+use tidemark::batch::{
+    Batch, BatchBuffer, BatchConfig, Clock, ManualClock, Poll, RefPoll, RefReport,
+    ReferenceBatcher, StopReport,
+};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Push(usize),
+    Advance(u64),
+    Poll,
+    Ack(usize),
+    Nack(usize, bool),
+    Flush,
+    BeginStop(u64),
+    PollStop,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0usize..40).prop_map(Op::Push),
+        3 => (0u64..15).prop_map(Op::Advance),
+        5 => Just(Op::Poll),
+        3 => any::<usize>().prop_map(Op::Ack),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(k, r)| Op::Nack(k, r)),
+        1 => Just(Op::Flush),
+        1 => (0u64..40).prop_map(Op::BeginStop),
+        1 => Just(Op::PollStop),
+    ]
+}
+
+fn config() -> impl Strategy<Value = BatchConfig> {
+    (
+        1usize..6,
+        1u64..64,
+        0u64..30,
+        0usize..10,
+        0u64..100,
+        1usize..4,
+    )
+        .prop_map(
+            |(max_messages, max_bytes, linger, extra_n, extra_b, inflight)| {
+                let mut c = BatchConfig::default();
+                c.max_messages = max_messages;
+                c.max_bytes = max_bytes;
+                c.linger = Duration::from_millis(linger);
+                c.capacity_messages = max_messages + extra_n;
+                c.capacity_bytes = max_bytes + extra_b;
+                c.max_inflight_batches = inflight;
+                c
+            },
+        )
+}
+
+fn id_of(b: &Batch) -> Vec<u64> {
+    b.messages().iter().map(|m| m.offset.unwrap().tx).collect()
+}
+
+fn as_ref_report(r: &StopReport) -> RefReport {
+    RefReport {
+        accepted: r.accepted,
+        delivered: r.delivered,
+        failed: r.failed,
+        handed_back: r
+            .handed_back
+            .iter()
+            .map(|h| (h.message.offset.unwrap().tx, h.outcome_unknown))
+            .collect(),
+        unknown_batches: r.unknown_batches.iter().map(|b| b.get()).collect(),
+    }
+}
+
+fn run(config: BatchConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(1)));
+    let mut c = config.clone();
+    c.clock = Some(clock.clone());
+    let buffer = BatchBuffer::new(c).unwrap();
+    let mut model = ReferenceBatcher::new(&config, clock.now());
+    let mut out: Vec<Batch> = Vec::new();
+    let mut next_id = 0u64;
+    for op in ops {
+        let now = clock.now();
+        match op {
+            Op::Push(len) => {
+                let id = next_id;
+                next_id += 1;
+                let real = buffer
+                    .try_push(vec![7; len], Some(Offset::new(id, 0)))
+                    .map_err(|e| e.reason);
+                prop_assert_eq!(real, model.push(id, len), "push {} of {} bytes", id, len);
+            }
+            Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
+            Op::Poll => {
+                let real = buffer.poll_batch(now);
+                let want = model.poll(now);
+                match (real, want) {
+                    (Poll::Ready(b), RefPoll::Ready(n, ids, trigger)) => {
+                        prop_assert_eq!((b.id().get(), id_of(&b), b.trigger()), (n, ids, trigger));
+                        out.push(b);
+                    }
+                    (Poll::Wait(a), RefPoll::Wait(b)) => prop_assert_eq!(a, b),
+                    (Poll::Closed, RefPoll::Closed) => {}
+                    (real, want) => prop_assert!(false, "poll: real {:?}, model {:?}", real, want),
+                }
+            }
+            Op::Ack(k) | Op::Nack(k, _) if out.is_empty() => {
+                let _ = k;
+            }
+            Op::Ack(k) => {
+                let b = out.remove(k % out.len());
+                let n = b.id().get();
+                let real = buffer.ack(b).is_ok();
+                prop_assert_eq!(real, model.ack(n, now), "ack {}", n);
+            }
+            Op::Nack(k, requeue) => {
+                let b = out.remove(k % out.len());
+                let n = b.id().get();
+                let real = buffer.nack(b, requeue).is_ok();
+                prop_assert_eq!(real, model.nack(n, requeue, now), "nack {}", n);
+            }
+            Op::Flush => prop_assert_eq!(buffer.flush(now), model.flush(now)),
+            Op::BeginStop(grace) => {
+                let deadline = now + Duration::from_millis(grace);
+                buffer.begin_stop(deadline);
+                model.begin_stop(deadline);
+            }
+            Op::PollStop => {
+                let real = buffer.poll_stop(now).map(|r| as_ref_report(&r));
+                prop_assert_eq!(real, model.poll_stop(now));
+            }
+        }
+    }
+    let now = clock.now();
+    buffer.begin_stop(now);
+    model.begin_stop(now);
+    let real = buffer
+        .poll_stop(now)
+        .expect("a stop at its deadline finishes");
+    let want = model.poll_stop(now).unwrap();
+    prop_assert_eq!(as_ref_report(&real), want);
+    prop_assert_eq!(
+        real.accepted,
+        real.delivered + real.failed + real.handed_back_count()
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn buffer_matches_the_reference_model(
+        config in config(),
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        run(config, ops)?;
+    }
+}

@@ -1,0 +1,774 @@
+//! Scenario tests of the batch buffer (DOMAIN.md §1 story 2, §5).
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tidemark::Offset;
+use tidemark::batch::{
+    AckError, BatchBuffer, BatchConfig, Clock, ConfigError, FlushError, FlushLink, LinkError,
+    ManualClock, Message, Poll, PushRefusal, StopReport, TakeError, Trigger,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn config(f: impl FnOnce(&mut BatchConfig)) -> BatchConfig {
+    let mut c = BatchConfig::default();
+    f(&mut c);
+    c
+}
+
+fn with_clock(mut c: BatchConfig) -> (BatchConfig, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(Duration::ZERO));
+    c.clock = Some(clock.clone());
+    (c, clock)
+}
+
+fn id_msg(id: u64) -> Vec<u8> {
+    id.to_le_bytes().to_vec()
+}
+
+fn id_of(m: &Message) -> u64 {
+    u64::from_le_bytes(m.payload[..8].try_into().unwrap())
+}
+
+fn ids(batch: &tidemark::batch::Batch) -> Vec<u64> {
+    batch.messages().iter().map(id_of).collect()
+}
+
+fn ready(p: Poll) -> tidemark::batch::Batch {
+    match p {
+        Poll::Ready(b) => b,
+        other => panic!("expected a batch, got {other:?}"),
+    }
+}
+
+/// A sink thread that acks everything and records the ids it delivered, in order.
+fn spawn_acking_sink(buffer: Arc<BatchBuffer>) -> thread::JoinHandle<Vec<u64>> {
+    thread::spawn(move || {
+        let mut seen = Vec::new();
+        loop {
+            match buffer.next_batch(Duration::from_millis(20)) {
+                Ok(b) => {
+                    seen.extend(ids(&b));
+                    buffer.ack(b).unwrap();
+                }
+                Err(TakeError::Timeout) => {}
+                Err(TakeError::Closed) => return seen,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+}
+
+fn assert_accounted(r: &StopReport) {
+    assert_eq!(
+        r.accepted,
+        r.delivered + r.failed + r.handed_back_count(),
+        "every accepted message has exactly one terminal state: {r:?}"
+    );
+}
+
+#[test]
+fn lost_final_batch_story_is_delivered_on_stop() {
+    let (c, clock) = with_clock(config(|c| {
+        c.linger = HOUR;
+        c.max_messages = 100_000;
+        c.max_bytes = 1 << 30;
+        c.capacity_messages = 100_000;
+        c.capacity_bytes = 1 << 30;
+    }));
+    let buffer = Arc::new(BatchBuffer::new(c).unwrap());
+    for i in 0..25 {
+        buffer.try_push(id_msg(i), None).unwrap();
+    }
+    clock.advance(Duration::from_secs(60));
+    // Nothing is emitted: linger is an hour, the limits are huge.
+    assert!(
+        matches!(buffer.poll_batch(buffer.now()), Poll::Wait(Some(d)) if d > Duration::from_secs(3000))
+    );
+    assert_eq!(
+        buffer.next_batch(Duration::from_millis(10)).unwrap_err(),
+        TakeError::Timeout
+    );
+    assert_eq!(
+        buffer.stats().batches_by_linger + buffer.stats().in_flight_batches,
+        0
+    );
+
+    let sink = spawn_acking_sink(buffer.clone());
+    let report = buffer.stop(buffer.now() + Duration::from_secs(30));
+    let delivered = sink.join().unwrap();
+    assert_eq!(
+        delivered,
+        (0..25).collect::<Vec<_>>(),
+        "all 25, once each, in order"
+    );
+    assert_eq!((report.accepted, report.delivered), (25, 25));
+    assert!(report.handed_back.is_empty() && !report.timed_out);
+    assert_eq!(buffer.stats().batches_by_stop, 1);
+    assert_accounted(&report);
+    // After the stop, pushes get their message back.
+    let err = buffer.try_push(id_msg(99), None).unwrap_err();
+    assert_eq!(err.reason, PushRefusal::Closed);
+    assert_eq!(id_of(&err.message), 99);
+}
+
+#[test]
+fn queue_resident_and_partial_batch_drain_on_stop() {
+    let (c, _clock) = with_clock(config(|c| {
+        c.linger = HOUR;
+        c.max_messages = 4;
+    }));
+    let buffer = Arc::new(BatchBuffer::new(c).unwrap());
+    for i in 0..6 {
+        buffer.try_push(id_msg(i), None).unwrap();
+    }
+    // The sink looks: one full batch goes, two messages stay staged as a partial batch.
+    let first = ready(buffer.poll_batch(buffer.now()));
+    assert_eq!(ids(&first), vec![0, 1, 2, 3]);
+    assert_eq!(first.trigger(), Trigger::Count);
+    buffer.ack(first).unwrap();
+    // Three more stay in the ring (the sink has not looked since).
+    for i in 6..9 {
+        buffer.try_push(id_msg(i), None).unwrap();
+    }
+    let sink = spawn_acking_sink(buffer.clone());
+    let report = buffer.stop(buffer.now() + Duration::from_secs(30));
+    assert_eq!(sink.join().unwrap(), (4..9).collect::<Vec<_>>());
+    assert_eq!((report.accepted, report.delivered), (9, 9));
+    assert_accounted(&report);
+}
+
+#[test]
+fn drop_hands_back_staged_queued_and_in_flight_in_order() {
+    let (c, _clock) = with_clock(config(|c| {
+        c.linger = HOUR;
+        c.max_messages = 4;
+    }));
+    let buffer = BatchBuffer::new(c).unwrap();
+    let handle = buffer.drop_report();
+    for i in 0..6 {
+        buffer.try_push(id_msg(i), None).unwrap();
+    }
+    let in_flight = ready(buffer.poll_batch(buffer.now())); // 0..4 in flight, 4..6 staged
+    for i in 6..9 {
+        buffer.try_push(id_msg(i), None).unwrap(); // in the ring
+    }
+    assert!(handle.take().is_none());
+    drop(buffer);
+    let report = handle.take().expect("the dropped buffer's report");
+    let back: Vec<(u64, bool)> = report
+        .handed_back
+        .iter()
+        .map(|h| (id_of(&h.message), h.outcome_unknown))
+        .collect();
+    let expected: Vec<(u64, bool)> = (0..9).map(|i| (i, i < 4)).collect();
+    assert_eq!(back, expected);
+    assert_eq!(report.unknown_batches, vec![in_flight.id()]);
+    assert_eq!(
+        (report.accepted, report.delivered, report.in_flight_unknown),
+        (9, 0, 4)
+    );
+    assert_accounted(&report);
+    // The sink still has its batch; its messages were handed back, not lost.
+    assert_eq!(ids(&in_flight), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn drop_with_a_hand_back_sink_delivers_the_report_there() {
+    let buffer = BatchBuffer::new(config(|c| c.linger = HOUR)).unwrap();
+    let got: Arc<Mutex<Option<Arc<StopReport>>>> = Arc::default();
+    let slot = got.clone();
+    buffer.on_drop(move |r| *slot.lock().unwrap() = Some(r));
+    buffer.try_push(id_msg(7), None).unwrap();
+    drop(buffer);
+    let report = got.lock().unwrap().take().expect("hand-back sink called");
+    assert_eq!(report.handed_back.len(), 1);
+    assert_eq!(id_of(&report.handed_back[0].message), 7);
+    assert!(!report.handed_back[0].outcome_unknown);
+}
+
+#[test]
+fn count_trigger_is_exact() {
+    let (c, _clock) = with_clock(config(|c| {
+        c.linger = HOUR;
+        c.max_messages = 3;
+        c.max_bytes = 1000;
+    }));
+    let buffer = BatchBuffer::new(c).unwrap();
+    for i in 0..2 {
+        buffer.try_push(id_msg(i), None).unwrap();
+    }
+    assert!(matches!(
+        buffer.poll_batch(buffer.now()),
+        Poll::Wait(Some(_))
+    ));
+    buffer.try_push(id_msg(2), None).unwrap();
+    buffer.try_push(id_msg(3), None).unwrap();
+    let b = ready(buffer.poll_batch(buffer.now()));
+    assert_eq!((ids(&b), b.trigger()), (vec![0, 1, 2], Trigger::Count));
+    assert!(matches!(
+        buffer.poll_batch(buffer.now()),
+        Poll::Wait(Some(_))
+    ));
+}
+
+#[test]
+fn byte_trigger_is_exact_and_an_oversize_message_goes_alone() {
+    let (c, _clock) = with_clock(config(|c| {
+        c.linger = HOUR;
+        c.max_messages = 100;
+        c.max_bytes = 30;
+        c.max_inflight_batches = 10;
+    }));
+    let buffer = BatchBuffer::new(c).unwrap();
+    let sizes = [10usize, 10, 9, 5, 100, 8, 30, 1];
+    for (i, &len) in sizes.iter().enumerate() {
+        let mut p = id_msg(i as u64);
+        p.resize(len.max(8), 0xAB);
+        if len < 8 {
+            p.truncate(8);
+        }
+        buffer.try_push(p, None).unwrap();
+    }
+    // Payload lengths: 10, 10, 9, 8 (ids need 8 bytes), 100, 8, 30, 8.
+    // 10+10+9 = 29, + 8 would be 37 > 30: batch [0,1,2] (next does not fit).
+    // 8, then 100 does not fit: [3]. 100 alone (oversize): [4]. 8 + 30 > 30: [5].
+    // 30 reaches max_bytes exactly: [6]. 8 waits (linger an hour).
+    let expect = [vec![0, 1, 2], vec![3], vec![4], vec![5], vec![6]];
+    for e in expect {
+        let b = ready(buffer.poll_batch(buffer.now()));
+        assert_eq!((ids(&b), b.trigger()), (e, Trigger::Bytes));
+    }
+    assert!(matches!(
+        buffer.poll_batch(buffer.now()),
+        Poll::Wait(Some(_))
+    ));
+}
+
+#[test]
+fn linger_is_batch_age_not_a_debounce_injected_clock() {
+    let (c, clock) = with_clock(config(|c| {
+        c.linger = Duration::from_millis(50);
+        c.max_messages = 10_000;
+    }));
+    let buffer = BatchBuffer::new(c).unwrap();
+    let mut emitted_at = Vec::new();
+    let mut delivered = Vec::new();
+    // One message every 5 ms for one second: a debounce would never fire.
+    for i in 0..200u64 {
+        clock.advance(Duration::from_millis(5));
+        buffer.try_push(id_msg(i), None).unwrap();
+        if let Poll::Ready(b) = buffer.poll_batch(buffer.now()) {
+            assert_eq!(b.trigger(), Trigger::Linger);
+            emitted_at.push(buffer.now());
+            delivered.extend(ids(&b));
+            buffer.ack(b).unwrap();
+        }
+    }
+    assert!(emitted_at.len() >= 18, "batches at {emitted_at:?}");
+    for w in emitted_at.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_millis(45) && gap <= Duration::from_millis(55),
+            "batches every ~50 ms, got a gap of {gap:?}"
+        );
+    }
+    assert_eq!(delivered, (0..delivered.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn linger_is_batch_age_real_time() {
+    let buffer = Arc::new(
+        BatchBuffer::new(config(|c| {
+            c.linger = Duration::from_millis(50);
+            c.max_messages = 10_000;
+        }))
+        .unwrap(),
+    );
+    let sink = {
+        let buffer = buffer.clone();
+        thread::spawn(move || {
+            let mut batches = Vec::new();
+            while let Ok(b) = buffer.next_batch(Duration::from_secs(5)) {
+                batches.push((Instant::now(), b.trigger(), b.len()));
+                buffer.ack(b).unwrap();
+            }
+            batches
+        })
+    };
+    let start = Instant::now();
+    let mut pushed = 0u64;
+    while start.elapsed() < Duration::from_millis(600) {
+        buffer.try_push(id_msg(pushed), None).unwrap();
+        pushed += 1;
+        thread::sleep(Duration::from_millis(5));
+    }
+    let report = buffer.stop(buffer.now() + Duration::from_secs(5));
+    let batches = sink.join().unwrap();
+    assert_eq!(report.delivered, pushed);
+    let by_linger = batches.iter().filter(|b| b.1 == Trigger::Linger).count();
+    // ~12 linger batches in 600 ms; a debounce gives 0. Generous bounds for noisy 2-core CI.
+    assert!(by_linger >= 4, "linger batches: {batches:?}");
+    for w in batches.windows(2).filter(|w| w[1].1 == Trigger::Linger) {
+        assert!(w[1].0 - w[0].0 < Duration::from_millis(400), "{batches:?}");
+    }
+}
+
+#[test]
+fn stuck_sink_stop_returns_near_deadline_and_hands_back_in_order() {
+    let buffer = Arc::new(
+        BatchBuffer::new(config(|c| {
+            c.linger = HOUR;
+            c.max_messages = 3;
+            c.max_inflight_batches = 1;
+        }))
+        .unwrap(),
+    );
+    for i in 0..10 {
+        buffer.try_push(id_msg(i), None).unwrap();
+    }
+    let stuck = buffer.next_batch(Duration::from_secs(1)).unwrap();
+    assert_eq!(ids(&stuck), vec![0, 1, 2]);
+    // The sink is wedged from here on: it never acks nor takes again.
+    let grace = Duration::from_millis(300);
+    let started = Instant::now();
+    let report = buffer.stop(buffer.now() + grace);
+    let took = started.elapsed();
+    assert!(took >= grace, "returned before the deadline: {took:?}");
+    assert!(
+        took < grace + Duration::from_secs(2),
+        "returned long after the deadline: {took:?}"
+    );
+    assert!(report.timed_out);
+    assert_eq!(report.unknown_batches, vec![stuck.id()]);
+    assert_eq!(report.in_flight_unknown, 3);
+    let back: Vec<(u64, bool)> = report
+        .handed_back
+        .iter()
+        .map(|h| (id_of(&h.message), h.outcome_unknown))
+        .collect();
+    assert_eq!(back, (0..10).map(|i| (i, i < 3)).collect::<Vec<_>>());
+    assert_accounted(&report);
+    // A late ack is refused and changes nothing.
+    assert!(matches!(buffer.ack(stuck), Err(AckError::NotInFlight(_))));
+    assert_eq!(buffer.stats().late_acks, 1);
+    assert_eq!(*buffer.stop(buffer.now()), *report);
+}
+
+#[test]
+fn concurrent_stops_return_the_same_report() {
+    let buffer = Arc::new(BatchBuffer::new(config(|c| c.linger = HOUR)).unwrap());
+    for i in 0..5 {
+        buffer.try_push(id_msg(i), None).unwrap();
+    }
+    let stoppers: Vec<_> = (0..3)
+        .map(|k| {
+            let buffer = buffer.clone();
+            thread::spawn(move || buffer.stop(buffer.now() + Duration::from_millis(50 * k)))
+        })
+        .collect();
+    let reports: Vec<Arc<StopReport>> = stoppers.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(reports.iter().all(|r| Arc::ptr_eq(r, &reports[0])));
+    assert_eq!(reports[0].handed_back.len(), 5);
+}
+
+#[test]
+fn pushes_racing_stop_are_accepted_and_accounted_or_handed_back() {
+    for round in 0..20u64 {
+        let buffer = Arc::new(
+            BatchBuffer::new(config(|c| {
+                c.linger = Duration::from_millis(1);
+                c.max_messages = 16;
+                c.capacity_messages = 1024;
+            }))
+            .unwrap(),
+        );
+        let sink = spawn_acking_sink(buffer.clone());
+        let producers: Vec<_> = (0..3u64)
+            .map(|p| {
+                let buffer = buffer.clone();
+                thread::spawn(move || {
+                    let (mut accepted, mut refused) = (Vec::new(), 0);
+                    for i in 0.. {
+                        let id = p << 32 | i;
+                        match buffer.try_push(id_msg(id), None) {
+                            Ok(()) => accepted.push(id),
+                            Err(e) => {
+                                assert_eq!(id_of(&e.message), id, "the message comes back");
+                                match e.reason {
+                                    PushRefusal::Full => thread::yield_now(),
+                                    PushRefusal::Stopping | PushRefusal::Closed => {
+                                        refused += 1;
+                                        if refused > 3 {
+                                            return accepted;
+                                        }
+                                    }
+                                    r => panic!("unexpected refusal {r:?}"),
+                                }
+                            }
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_micros(200 * (round % 5)));
+        let report = buffer.stop(buffer.now() + Duration::from_secs(10));
+        let mut accepted: Vec<u64> = producers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let delivered = sink.join().unwrap();
+        let mut ended: Vec<u64> = delivered.clone();
+        ended.extend(report.handed_back.iter().map(|h| id_of(&h.message)));
+        accepted.sort_unstable();
+        ended.sort_unstable();
+        assert_eq!(
+            ended, accepted,
+            "accepted == delivered ∪ handed back, each once"
+        );
+        assert_eq!(report.accepted, accepted.len() as u64);
+        assert_accounted(&report);
+        // Per-producer order in delivery (one sink, acks in order).
+        for p in 0..3u64 {
+            let mine: Vec<u64> = delivered
+                .iter()
+                .copied()
+                .filter(|id| id >> 32 == p)
+                .collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}
+
+#[test]
+fn memory_stays_within_both_capacities_while_the_sink_is_paused() {
+    let buffer = Arc::new(
+        BatchBuffer::new(config(|c| {
+            c.linger = HOUR;
+            c.max_messages = 10;
+            c.max_bytes = 1000;
+            c.capacity_messages = 100;
+            c.capacity_bytes = 2000;
+        }))
+        .unwrap(),
+    );
+    // Messages of 30 bytes: the byte capacity (66 messages) binds before the count (100).
+    let producers: Vec<_> = (0..2u64)
+        .map(|p| {
+            let buffer = buffer.clone();
+            thread::spawn(move || {
+                let mut n = 0u64;
+                for i in 0..1000 {
+                    let mut m = id_msg(p << 32 | i);
+                    m.resize(30, 0);
+                    match buffer.try_push(m, None) {
+                        Ok(()) => n += 1,
+                        Err(e) => assert_eq!(e.reason, PushRefusal::Full),
+                    }
+                    let s = buffer.stats();
+                    assert!(s.queued_messages <= 100 && s.queued_bytes <= 2000, "{s:?}");
+                }
+                n
+            })
+        })
+        .collect();
+    let accepted: u64 = producers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(accepted, 2000 / 30);
+    let s = buffer.stats();
+    assert_eq!((s.queued_messages, s.queued_bytes), (66, 66 * 30));
+    assert_eq!(s.rejected_full, 2000 - 66);
+    // In-flight batches still count against the capacity until they are acked.
+    let b = buffer.next_batch(Duration::from_secs(1)).unwrap();
+    assert!(buffer.try_push(vec![0; 30], None).is_err());
+    // A blocked push_timeout gives up with its message ...
+    let e = buffer
+        .push_timeout(vec![1; 30], None, Duration::from_millis(30))
+        .unwrap_err();
+    assert_eq!((e.reason, e.message.payload.len()), (PushRefusal::Full, 30));
+    // ... and succeeds once an ack frees room.
+    let waiter = {
+        let buffer = buffer.clone();
+        thread::spawn(move || buffer.push_timeout(vec![2; 30], None, Duration::from_secs(10)))
+    };
+    thread::sleep(Duration::from_millis(20));
+    buffer.ack(b).unwrap();
+    waiter.join().unwrap().unwrap();
+    // A message larger than the byte capacity can never fit.
+    let e = buffer.try_push(vec![0; 2001], None).unwrap_err();
+    assert_eq!(e.reason, PushRefusal::TooLarge);
+}
+
+#[test]
+fn push_timeout_waiter_is_released_by_stop() {
+    let buffer = Arc::new(
+        BatchBuffer::new(config(|c| {
+            c.linger = HOUR;
+            c.max_messages = 1;
+            c.capacity_messages = 1;
+        }))
+        .unwrap(),
+    );
+    buffer.try_push(id_msg(0), None).unwrap();
+    let waiter = {
+        let buffer = buffer.clone();
+        thread::spawn(move || buffer.push_timeout(id_msg(1), None, Duration::from_secs(30)))
+    };
+    thread::sleep(Duration::from_millis(20));
+    let started = Instant::now();
+    let report = buffer.stop(buffer.now());
+    let e = waiter.join().unwrap().unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(
+        e.reason,
+        PushRefusal::Stopping | PushRefusal::Closed
+    ));
+    assert_eq!(id_of(&e.message), 1);
+    assert_eq!(report.handed_back.len(), 1);
+}
+
+#[test]
+fn push_many_accepts_the_prefix_that_fits() {
+    let buffer = BatchBuffer::new(config(|c| {
+        c.linger = HOUR;
+        c.max_messages = 4;
+        c.capacity_messages = 5;
+    }))
+    .unwrap();
+    let batch: Vec<Message> = (0..8).map(|i| Message::new(id_msg(i))).collect();
+    let e = buffer.push_many(batch).unwrap_err();
+    assert_eq!((e.accepted, e.reason), (5, PushRefusal::Full));
+    assert_eq!(e.rest.iter().map(id_of).collect::<Vec<_>>(), vec![5, 6, 7]);
+    let b = ready(buffer.poll_batch(buffer.now()));
+    assert_eq!(ids(&b), vec![0, 1, 2, 3]);
+    assert_eq!(buffer.stats().rejected_full, 3);
+}
+
+#[test]
+fn nack_requeue_comes_back_first_in_order_and_nack_fail_is_terminal() {
+    let (c, clock) = with_clock(config(|c| {
+        c.linger = Duration::from_millis(10);
+        c.max_messages = 2;
+        c.max_inflight_batches = 3;
+    }));
+    let buffer = BatchBuffer::new(c).unwrap();
+    for i in 0..6 {
+        buffer.try_push(id_msg(i), None).unwrap();
+    }
+    let b0 = ready(buffer.poll_batch(clock.now()));
+    let b1 = ready(buffer.poll_batch(clock.now()));
+    buffer.try_push(id_msg(6), None).unwrap();
+    buffer.nack(b1, true).unwrap();
+    buffer.nack(b0, true).unwrap();
+    let again = ready(buffer.poll_batch(clock.now()));
+    assert_eq!(ids(&again), vec![0, 1]);
+    let again2 = ready(buffer.poll_batch(clock.now()));
+    assert_eq!(ids(&again2), vec![2, 3]);
+    buffer.nack(again, false).unwrap();
+    buffer.ack(again2).unwrap();
+    let report = buffer.stop(clock.now());
+    assert_eq!((report.delivered, report.failed), (2, 2));
+    let back: Vec<u64> = report
+        .handed_back
+        .iter()
+        .map(|h| id_of(&h.message))
+        .collect();
+    assert_eq!(back, vec![4, 5, 6]);
+    assert_eq!(buffer.stats().requeued, 4);
+    assert_accounted(&report);
+}
+
+#[test]
+fn flush_emits_what_is_buffered_ignoring_linger() {
+    let buffer = Arc::new(BatchBuffer::new(config(|c| c.linger = HOUR)).unwrap());
+    for i in 0..3 {
+        buffer.try_push(id_msg(i), None).unwrap();
+    }
+    let sink = spawn_acking_sink(buffer.clone());
+    buffer
+        .flush(buffer.now() + Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(buffer.stats().delivered, 3);
+    assert_eq!(buffer.stats().batches_by_flush, 1);
+    buffer.try_push(id_msg(3), None).unwrap();
+    let report = buffer.stop(buffer.now() + Duration::from_secs(10));
+    assert_eq!(sink.join().unwrap(), vec![0, 1, 2, 3]);
+    assert_eq!(report.delivered, 4);
+    assert_eq!(buffer.flush(buffer.now()), Err(FlushError::Closed));
+}
+
+#[test]
+fn flush_times_out_without_a_sink() {
+    let buffer = BatchBuffer::new(config(|c| c.linger = HOUR)).unwrap();
+    buffer.try_push(id_msg(0), None).unwrap();
+    let started = Instant::now();
+    let r = buffer.flush(buffer.now() + Duration::from_millis(50));
+    assert_eq!(r, Err(FlushError::Timeout));
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    // It marked the message due: the sink gets it without waiting for linger.
+    let b = ready(buffer.poll_batch(buffer.now()));
+    assert_eq!(b.trigger(), Trigger::Flush);
+}
+
+#[test]
+fn invalid_configs_are_rejected() {
+    let cases: Vec<(BatchConfig, ConfigError)> = vec![
+        (
+            config(|c| c.max_messages = 0),
+            ConfigError::Zero {
+                field: "max_messages",
+            },
+        ),
+        (
+            config(|c| c.max_bytes = 0),
+            ConfigError::Zero { field: "max_bytes" },
+        ),
+        (
+            config(|c| c.max_inflight_batches = 0),
+            ConfigError::Zero {
+                field: "max_inflight_batches",
+            },
+        ),
+        (
+            config(|c| c.capacity_messages = 10),
+            ConfigError::CapacityBelowBatch {
+                capacity: "capacity_messages",
+                batch: "max_messages",
+            },
+        ),
+        (
+            config(|c| c.capacity_bytes = 10),
+            ConfigError::CapacityBelowBatch {
+                capacity: "capacity_bytes",
+                batch: "max_bytes",
+            },
+        ),
+        (
+            config(|c| c.capacity_messages = (1 << 22) + 1),
+            ConfigError::TooLarge {
+                field: "capacity_messages",
+                max: 1 << 22,
+            },
+        ),
+        (
+            config(|c| c.capacity_bytes = 1 << 40),
+            ConfigError::TooLarge {
+                field: "capacity_bytes",
+                max: (1 << 35) - 1,
+            },
+        ),
+    ];
+    for (c, e) in cases {
+        assert_eq!(BatchBuffer::new(c).unwrap_err(), e);
+    }
+}
+
+#[derive(Debug, Default)]
+struct RecordingLink {
+    reports: Mutex<Vec<(Offset, u64)>>,
+    fail: AtomicBool,
+}
+
+impl FlushLink for RecordingLink {
+    fn flushed(&self, offset: Offset, now_ms: u64) -> Result<(), LinkError> {
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(LinkError("tracker says no".into()));
+        }
+        self.reports.lock().unwrap().push((offset, now_ms));
+        Ok(())
+    }
+}
+
+#[test]
+fn acks_report_only_the_contiguous_acked_prefix_to_the_link() {
+    let link = Arc::new(RecordingLink::default());
+    let (mut c, clock) = with_clock(config(|c| {
+        c.linger = HOUR;
+        c.max_messages = 2;
+        c.max_inflight_batches = 3;
+    }));
+    c.flush_link = Some(link.clone());
+    let buffer = BatchBuffer::new(c).unwrap();
+    for tx in 1..=6u64 {
+        buffer
+            .try_push(id_msg(tx), Some(Offset::new(tx, 0)))
+            .unwrap();
+    }
+    clock.set(Duration::from_millis(1234));
+    let b0 = ready(buffer.poll_batch(clock.now()));
+    let b1 = ready(buffer.poll_batch(clock.now()));
+    let b2 = ready(buffer.poll_batch(clock.now()));
+    assert_eq!(b1.highest_offset(), Some(Offset::new(4, 0)));
+    // Out of order: acking b1 first must not report 4 while b0 (1, 2) is unresolved.
+    buffer.ack(b1).unwrap();
+    assert!(link.reports.lock().unwrap().is_empty());
+    buffer.ack(b0).unwrap();
+    assert_eq!(
+        *link.reports.lock().unwrap(),
+        vec![(Offset::new(4, 0), 1234)]
+    );
+    // A link failure surfaces, but the batch is delivered all the same.
+    link.fail.store(true, Ordering::Relaxed);
+    assert!(matches!(buffer.ack(b2), Err(AckError::Link(_))));
+    let s = buffer.stats();
+    assert_eq!((s.delivered, s.link_errors), (6, 1));
+    let report = buffer.stop(clock.now());
+    assert_eq!(report.delivered, 6);
+}
+
+#[test]
+fn acking_batches_moves_the_tracker_ack_through_the_link() {
+    use tidemark::batch::TrackerLink;
+    use tidemark::{Tracker, TrackerError, TrackerOptions, WriterId};
+
+    let tracker = Arc::new(Tracker::new(TrackerOptions::default()).unwrap());
+    let writer = tracker.register().unwrap();
+    for tx in 1..=4 {
+        tracker.commit(Offset::new(tx, 0), &[writer], 0).unwrap();
+    }
+    let (mut c, clock) = with_clock(config(|c| {
+        c.linger = HOUR;
+        c.max_messages = 2;
+    }));
+    c.flush_link = Some(Arc::new(TrackerLink::new(tracker.clone(), writer)));
+    let buffer = BatchBuffer::new(c).unwrap();
+    for tx in 1..=4 {
+        buffer
+            .try_push(id_msg(tx), Some(Offset::new(tx, 0)))
+            .unwrap();
+    }
+    clock.set(Duration::from_millis(5_000));
+    let b0 = ready(buffer.poll_batch(clock.now()));
+    let b1 = ready(buffer.poll_batch(clock.now()));
+    assert_eq!(tracker.ack(), Some(0), "nothing flushed: commit 1 pins it");
+    buffer.ack(b0).unwrap();
+    assert_eq!(
+        tracker.ack(),
+        Some(2),
+        "commits 1 and 2 flushed; 3 still owed"
+    );
+    buffer.ack(b1).unwrap();
+    assert_eq!(tracker.ack(), Some(4));
+
+    // A tracker error is surfaced, counted, and the batch is delivered all the same.
+    let bogus = WriterId::from_raw(u64::MAX);
+    let mut c = config(|c| c.linger = HOUR);
+    c.flush_link = Some(Arc::new(TrackerLink::new(tracker.clone(), bogus)));
+    let buffer = BatchBuffer::new(c).unwrap();
+    buffer.try_push(id_msg(9), Some(Offset::new(9, 0))).unwrap();
+    buffer.flush(buffer.now()).unwrap_err();
+    let b = ready(buffer.poll_batch(buffer.now()));
+    match buffer.ack(b) {
+        Err(AckError::Link(e)) => {
+            assert!(matches!(
+                e.tracker_error(),
+                Some(TrackerError::UnknownWriter(_))
+            ))
+        }
+        other => panic!("expected a link error, got {other:?}"),
+    }
+    let s = buffer.stats();
+    assert_eq!((s.delivered, s.link_errors), (1, 1));
+}
