@@ -222,17 +222,7 @@ impl Tracker {
             let mut heap = self.stale.heap.lock();
             self.absorb_intake(&mut heap);
             let mut rearm = Vec::new();
-            while let Some(&Reverse(top)) = heap.peek() {
-                if now.saturating_sub(top.progress_at) <= grace {
-                    break;
-                }
-                heap.pop();
-                let slot = self.table.get(top.slot).expect("indexed slots exist");
-                let mut g = slot.lock();
-                let progress_at = match Self::probe(&mut g, &top) {
-                    Probe::Dead | Probe::Paused => continue,
-                    Probe::Live(t) => t,
-                };
+            while let Some((top, mut g, progress_at)) = self.next_expired(&mut heap, now, grace) {
                 if now.saturating_sub(progress_at) <= grace {
                     rearm.push(IndexEntry::new(progress_at, top.slot, top.epoch));
                     continue;
@@ -283,16 +273,7 @@ impl Tracker {
         let mut heap = self.stale.heap.lock();
         self.absorb_intake(&mut heap);
         let mut back = Vec::new();
-        while let Some(&Reverse(top)) = heap.peek() {
-            if now.saturating_sub(top.progress_at) <= grace {
-                break;
-            }
-            heap.pop();
-            let slot = self.table.get(top.slot).expect("indexed slots exist");
-            let mut g = slot.lock();
-            let Probe::Live(progress_at) = Self::probe(&mut g, &top) else {
-                continue;
-            };
+        while let Some((top, g, progress_at)) = self.next_expired(&mut heap, now, grace) {
             if now.saturating_sub(progress_at) > grace {
                 found.push(WriterId::new(top.slot, g.generation));
             }
@@ -309,6 +290,32 @@ impl Tracker {
         let n = max.min(q.len());
         out.extend(q.drain(..n));
         n
+    }
+
+    /// Pops index entries whose key is past the grace period until one names a live, unpaused
+    /// stint; returns it locked, with the writer's real progress time (which may be recent:
+    /// the key is lazy). Dead and paused entries are dropped on the way.
+    fn next_expired(
+        &self,
+        heap: &mut BinaryHeap<Reverse<IndexEntry>>,
+        now: u64,
+        grace: u64,
+    ) -> Option<(IndexEntry, SlotGuard<'_>, u64)> {
+        while let Some(&Reverse(top)) = heap.peek() {
+            if now.saturating_sub(top.progress_at) <= grace {
+                return None;
+            }
+            heap.pop();
+            let mut g = self
+                .table
+                .get(top.slot)
+                .expect("indexed slots exist")
+                .lock();
+            if let Probe::Live(progress_at) = Self::probe(&mut g, &top) {
+                return Some((top, g, progress_at));
+            }
+        }
+        None
     }
 
     /// The oldest `progress_at` among pending, unpaused writers (exact: stale keys are
