@@ -30,8 +30,8 @@ enum tidemark_status
   // An argument is out of range or inconsistent (each call's documentation says when).
   // Nothing changed.
   TIDEMARK_STATUS_INVALID_ARGUMENT = 2,
-  // A commit's `tx` is not above the previous commit's, or a flush report goes below what the
-  // writer already reported. Nothing changed.
+  // A commit's `tx` is not above the previous commit's. Nothing changed. (A flush report
+  // below an earlier one is not an error: it is accepted and changes nothing.)
   TIDEMARK_STATUS_OFFSET_REGRESSED = 3,
   // The writer id was never issued by this tracker, or was unregistered (a stale id).
   TIDEMARK_STATUS_UNKNOWN_WRITER = 4,
@@ -742,8 +742,10 @@ tidemark_status tidemark_tracker_commit(const struct tidemark_tracker *tracker,
                                         uint64_t now_ms);
 
 // Reports that `writer` flushed everything up to `offset`. The ack may advance before this
-// returns (or, when another thread is draining, on that thread's next pass). Offsets below
-// the writer's previous report give `OFFSET_REGRESSED` and change nothing.
+// returns (or, when another thread is draining, on that thread's next pass). A report at or
+// above the last commit delivered to the writer completes it; a lower one is progress (it
+// re-arms the grace period); one below an earlier report, or from a writer that owes nothing,
+// is accepted and changes nothing. `UNKNOWN_WRITER` / `EVICTED_WRITER` as for commit.
 //
 // # Safety
 // - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).

@@ -29,6 +29,11 @@ step() {
   f=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
   total_passed=$((total_passed + p))
   total_failed=$((total_failed + f))
+  # And the summaries of the non-cargo runners ("c: 12 passed, 0 failed", go, elixir).
+  p=$(grep -E '^(c|go|elixir): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+  f=$(grep -E '^(c|go|elixir): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+  total_passed=$((total_passed + p))
+  total_failed=$((total_failed + f))
   if [ "$rc" -eq 0 ]; then
     passed_steps=$((passed_steps + 1))
     echo "<== $name: ok ($((SECONDS - start)) s)"
@@ -38,6 +43,42 @@ step() {
   fi
 }
 
+# Tools the later steps need, installed when missing (Debian packages; cbindgen pinned).
+CBINDGEN_VERSION=0.29.2
+setup() {
+  local pkgs=()
+  command -v go >/dev/null || pkgs+=(golang-go)
+  command -v mix >/dev/null || pkgs+=(elixir)
+  [ -n "$(find /usr/lib/erlang -name erl_nif.h 2>/dev/null | head -1)" ] || pkgs+=(erlang-dev)
+  command -v valgrind >/dev/null || pkgs+=(valgrind)
+  command -v g++ >/dev/null || pkgs+=(g++)
+  if [ "${#pkgs[@]}" -gt 0 ]; then
+    local sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" || return 1
+  fi
+  if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+    cargo install cbindgen --version "$CBINDGEN_VERSION" --locked || return 1
+  fi
+}
+
+# The committed header must be exactly what the pinned cbindgen generates from ffi/src.
+header_drift() {
+  local fresh
+  fresh=$(mktemp)
+  cbindgen --quiet --config ffi/cbindgen.toml --crate tidemark-ffi --output "$fresh" ffi || return 1
+  if diff -u include/tidemark.h "$fresh"; then
+    echo "include/tidemark.h is up to date"
+  else
+    echo "include/tidemark.h is stale: regenerate it with"
+    echo "  cbindgen --config ffi/cbindgen.toml --crate tidemark-ffi --output include/tidemark.h ffi"
+    rm -f "$fresh"
+    return 1
+  fi
+  rm -f "$fresh"
+}
+
+step setup setup
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 # The loom build uses its own target dir so it does not invalidate the normal one.
@@ -49,6 +90,12 @@ step loom env RUSTFLAGS="--cfg loom -C debug-assertions" CARGO_TARGET_DIR=target
   LOOM_MAX_PREEMPTIONS=3 cargo test -p loom-tests --release --locked
 # Benchmarks in test mode: each benchmark runs once, so they keep compiling and running.
 step bench-test cargo bench -p tidemark-benches --locked -- --test
+step header header_drift
+# C tests (ASan + UBSan, valgrind, C++ parse); then the Go and Elixir bindings over the same
+# static library.
+step c-abi scripts/c-test.sh
+step go scripts/go-test.sh
+step elixir scripts/elixir-test.sh
 
 echo
 echo "steps: $passed_steps ok, ${#failed_steps[@]} failed${failed_steps[*]:+ (${failed_steps[*]})}"

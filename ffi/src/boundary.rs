@@ -27,3 +27,36 @@ macro_rules! boundary_void {
         let _ = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(run));
     }};
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::tidemark_status;
+
+    #[test]
+    fn a_panic_becomes_a_status() {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {})); // keep the expected panic out of the output
+        let status = boundary!({
+            let v: Vec<u8> = Vec::new();
+            let _ = v[3]; // index out of bounds: panics
+            Ok(())
+        });
+        let mut ran = false;
+        boundary_void!({
+            ran = true;
+            panic!("swallowed");
+        });
+        std::panic::set_hook(hook);
+        assert_eq!(status, tidemark_status::Panic);
+        assert!(ran);
+    }
+
+    #[test]
+    fn errors_and_success_pass_through() {
+        assert_eq!(boundary!({ Ok(()) }), tidemark_status::Ok);
+        assert_eq!(
+            boundary!({ Err(tidemark_status::Full) }),
+            tidemark_status::Full
+        );
+    }
+}

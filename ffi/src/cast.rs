@@ -45,7 +45,7 @@ pub(crate) fn into_raw<T: Kind>(value: T) -> *mut T::Opaque {
 /// satisfies this).
 unsafe fn check<T: Kind>(p: *const T::Opaque) -> Result<NonNull<Handle<T>>, tidemark_status> {
     let p = NonNull::new(p.cast_mut().cast::<Handle<T>>()).ok_or(tidemark_status::NullArgument)?;
-    if !(p.as_ptr() as usize) % align_of::<Handle<T>>() == 0 {
+    if (p.as_ptr() as usize) % align_of::<Handle<T>>() != 0 {
         return Err(tidemark_status::InvalidHandle);
     }
     // SAFETY: the caller guarantees 8 readable bytes; `Handle` is repr(C) with the u64 magic at
@@ -91,7 +91,7 @@ pub(crate) unsafe fn take<T: Kind>(p: *mut T::Opaque) -> Result<T, tidemark_stat
 /// `p` must be NULL or point to a valid, initialised `T` that stays unchanged during the call.
 pub(crate) unsafe fn input<'a, T>(p: *const T) -> Result<&'a T, tidemark_status> {
     let p = NonNull::new(p.cast_mut()).ok_or(tidemark_status::NullArgument)?;
-    if !(p.as_ptr() as usize) % align_of::<T>() == 0 {
+    if (p.as_ptr() as usize) % align_of::<T>() != 0 {
         return Err(tidemark_status::InvalidArgument);
     }
     // SAFETY: non-NULL and aligned (checked); valid and unchanged per the caller's contract.
@@ -135,7 +135,7 @@ pub(crate) unsafe fn slice_out<'a, T>(
 
 fn checked_array<T>(p: *mut T, n: usize) -> Result<NonNull<T>, tidemark_status> {
     let p = NonNull::new(p).ok_or(tidemark_status::NullArgument)?;
-    if !(p.as_ptr() as usize) % align_of::<T>() == 0 {
+    if (p.as_ptr() as usize) % align_of::<T>() != 0 {
         return Err(tidemark_status::InvalidArgument);
     }
     match n.checked_mul(size_of::<T>().max(1)) {
@@ -179,7 +179,7 @@ pub(crate) struct Out<T>(NonNull<T>);
 /// call.
 pub(crate) unsafe fn out<T>(p: *mut T) -> Result<Out<T>, tidemark_status> {
     let p = NonNull::new(p).ok_or(tidemark_status::NullArgument)?;
-    if !(p.as_ptr() as usize) % align_of::<T>() == 0 {
+    if (p.as_ptr() as usize) % align_of::<T>() != 0 {
         return Err(tidemark_status::InvalidArgument);
     }
     Ok(Out(p))

@@ -48,8 +48,8 @@ pub enum tidemark_status {
     /// An argument is out of range or inconsistent (each call's documentation says when).
     /// Nothing changed.
     InvalidArgument = 2,
-    /// A commit's `tx` is not above the previous commit's, or a flush report goes below what the
-    /// writer already reported. Nothing changed.
+    /// A commit's `tx` is not above the previous commit's. Nothing changed. (A flush report
+    /// below an earlier one is not an error: it is accepted and changes nothing.)
     OffsetRegressed = 3,
     /// The writer id was never issued by this tracker, or was unregistered (a stale id).
     UnknownWriter = 4,

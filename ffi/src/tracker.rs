@@ -220,8 +220,10 @@ pub unsafe extern "C" fn tidemark_tracker_commit(
 }
 
 /// Reports that `writer` flushed everything up to `offset`. The ack may advance before this
-/// returns (or, when another thread is draining, on that thread's next pass). Offsets below
-/// the writer's previous report give `OFFSET_REGRESSED` and change nothing.
+/// returns (or, when another thread is draining, on that thread's next pass). A report at or
+/// above the last commit delivered to the writer completes it; a lower one is progress (it
+/// re-arms the grace period); one below an earlier report, or from a writer that owes nothing,
+/// is accepted and changes nothing. `UNKNOWN_WRITER` / `EVICTED_WRITER` as for commit.
 ///
 /// # Safety
 /// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
