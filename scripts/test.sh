@@ -96,6 +96,11 @@ step header header_drift
 step c-abi scripts/c-test.sh
 step go scripts/go-test.sh
 step elixir scripts/elixir-test.sh
+# Soak: a seeded 20 s run of the whole pipeline under faults (`tidemark simulate`); it exits
+# non-zero on any invariant violation, lost message, bad eviction or missed detection bound.
+step soak cargo run --release --locked -p tidemark-cli -- simulate --duration 20s --seed 7 \
+  --writers 20000 --faults 12 --grace-ms 500 --sweep-ms 50 --pause-ms 1000 --slow-ms 100 \
+  --no-progress
 
 echo
 echo "steps: $passed_steps ok, ${#failed_steps[@]} failed${failed_steps[*]:+ (${failed_steps[*]})}"

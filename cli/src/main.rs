@@ -3,18 +3,25 @@
 //! Subcommands:
 //!
 //! - `replay FILE|-`: drive a tracker from a JSON-lines trace (see [`replay`]).
+//! - `simulate [flags]`: a replication pipeline under faults on the real library, with live
+//!   progress, invariant checks and a final report (see [`simulate`]).
 //!
 //! Usage errors print to stderr and exit with status 2.
 
 use std::process::ExitCode;
 
 mod replay;
+mod simulate;
 
 /// The usage text (`tidemark --help`).
 const USAGE: &str = "\
 usage: tidemark <command> [args]
 
 commands:
+  simulate [flags]
+                  run a replication pipeline under injected faults on the real library, watch
+                  it live, check its invariants and print a report (exit 1 if a check failed);
+                  `tidemark simulate --help` lists the flags
   replay FILE|-   drive a flush tracker from a JSON-lines trace (`-` reads stdin) and print
                   one JSON line per input line: {\"ack\":N|null, ...}
   help            print this text
@@ -41,6 +48,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "replay" => replay::main(rest),
+        "simulate" => simulate::main(rest),
         other => usage_error(&format!("unknown command `{other}`")),
     }
 }

@@ -1,0 +1,330 @@
+//! `tidemark simulate` flags and the seeded random numbers every part of the run draws from.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The flags (see [`HELP`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    /// How long the sequencer produces commits (the drain comes after).
+    pub duration: Duration,
+    /// Registered writers (each with its own batch buffer).
+    pub writers: usize,
+    /// Target commits per second; `None`: as fast as the pipeline allows.
+    pub rate: Option<u64>,
+    /// Injected faults, cycling kill, wedge, slow, pause.
+    pub faults: usize,
+    /// The tracker's stall grace period `G` (ms).
+    pub grace_ms: u64,
+    /// The sweep period `P` (ms).
+    pub sweep_ms: u64,
+    /// Seed of every random choice (writers per commit, fault targets and times, sink errors).
+    pub seed: u64,
+    /// Worker threads; each owns a shard of the writers and models one storage device.
+    pub workers: usize,
+    /// Storage latency per batch (µs).
+    pub latency_us: u64,
+    /// Storage throughput per worker (bytes per second).
+    pub throughput: u64,
+    /// Storage latency per batch of a slow writer (ms).
+    pub slow_ms: u64,
+    /// How long a paused writer stays paused (ms).
+    pub pause_ms: u64,
+    /// Batch linger (ms).
+    pub linger_ms: u64,
+    /// Batch size limit (messages).
+    pub max_batch: usize,
+    /// Buffer capacity per writer (messages; the ring is allocated up front, 64 B per slot).
+    pub capacity: usize,
+    /// Payload bytes per message.
+    pub message_bytes: usize,
+    /// Probability that the storage rejects a batch transiently (the batch is requeued).
+    pub nack_rate: f64,
+    /// Write an SVG chart of last-seen vs ack here.
+    pub chart: Option<PathBuf>,
+    /// Print the report as JSON instead of text.
+    pub json: bool,
+    /// Draw live progress (only when stdout is a terminal).
+    pub progress: bool,
+    /// Deliberately broken behaviour, to prove the checks can fail (tests).
+    pub inject_bug: Option<Bug>,
+}
+
+/// A deliberate bug for mutation tests: the run must then fail its checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bug {
+    /// The sink acks a batch (and so reports it flushed to the tracker) when it *takes* it,
+    /// before storage completes: the parallel-consumer bug of DOMAIN.md §7 (acking the highest
+    /// *seen* offset). The observer must catch the ack passing an unflushed commit.
+    EarlyAck,
+    /// Paused writers are never resumed at the tracker (and are not paused there either): the
+    /// sweep must evict them, which the report must count as a bad eviction.
+    ForgetPause,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            duration: Duration::from_secs(10),
+            writers: 100_000,
+            rate: None,
+            faults: 8,
+            grace_ms: 1_000,
+            sweep_ms: 100,
+            seed: 1,
+            workers: 2,
+            latency_us: 500,
+            throughput: 400 << 20,
+            slow_ms: 200,
+            pause_ms: 2_000,
+            linger_ms: 5,
+            max_batch: 16,
+            capacity: 16,
+            message_bytes: 64,
+            nack_rate: 0.001,
+            chart: None,
+            json: false,
+            progress: true,
+            inject_bug: None,
+        }
+    }
+}
+
+/// `tidemark simulate --help`.
+pub(crate) const HELP: &str = "\
+usage: tidemark simulate [flags]
+
+Runs a replication pipeline on the real library (sequencer -> tracker -> per-writer batch
+buffers -> storage sink -> tracker link), injects faults, checks invariants with an independent
+observer and prints a report. Exit status 0 when every check passed, 1 otherwise, 2 on bad flags.
+
+flags (defaults in brackets):
+  --duration D       how long commits are produced, e.g. 10s, 500ms [10s]
+  --writers N        registered writers, one batch buffer each [100000]
+  --rate N           target commits per second [as fast as the pipeline allows]
+  --faults N         injected faults, cycling kill, wedge, slow, pause [8]
+  --grace-ms G       stall grace period of the tracker [1000]
+  --sweep-ms P       sweep period [100]
+  --seed S           seed of every random choice [1]
+  --workers N        worker threads (each a shard of writers and one storage device) [2]
+  --latency-us U     storage latency per batch [500]
+  --throughput B     storage bytes per second per worker [419430400]
+  --slow-ms L        storage latency per batch of a slow writer [200]; it keeps up while
+                     it receives fewer than --max-batch messages per L ms
+  --pause-ms L       how long a paused writer is held back [2000]
+  --linger-ms L      batch linger [5]
+  --max-batch N      messages per batch [16]
+  --capacity N       buffer capacity per writer, messages [16]
+  --message-bytes N  payload bytes per message [64]
+  --nack-rate F      probability that storage rejects a batch (it is requeued) [0.001]
+  --chart FILE       write an SVG chart of last-seen vs ack with fault and eviction markers
+  --json             print the report as JSON
+  --no-progress      no live progress (it is drawn only when stdout is a terminal anyway)
+  --inject-bug B     for tests: early-ack or forget-pause (the run must then fail)
+";
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Run with this configuration.
+    Run(Config),
+    /// Print the help.
+    Help,
+}
+
+/// Parses the arguments after `simulate`.
+pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
+    let mut c = Config::default();
+    let mut sweep_set = false;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("simulate: {flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--json" => c.json = true,
+            "--no-progress" => c.progress = false,
+            "--duration" => c.duration = duration(value()?)?,
+            "--writers" => c.writers = number(flag, value()?)?,
+            "--rate" => c.rate = Some(number(flag, value()?)?),
+            "--faults" => c.faults = number(flag, value()?)?,
+            "--grace-ms" => c.grace_ms = number(flag, value()?)?,
+            "--sweep-ms" => {
+                c.sweep_ms = number(flag, value()?)?;
+                sweep_set = true;
+            }
+            "--seed" => c.seed = number(flag, value()?)?,
+            "--workers" => c.workers = number(flag, value()?)?,
+            "--latency-us" => c.latency_us = number(flag, value()?)?,
+            "--throughput" => c.throughput = number(flag, value()?)?,
+            "--slow-ms" => c.slow_ms = number(flag, value()?)?,
+            "--pause-ms" => c.pause_ms = number(flag, value()?)?,
+            "--linger-ms" => c.linger_ms = number(flag, value()?)?,
+            "--max-batch" => c.max_batch = number(flag, value()?)?,
+            "--capacity" => c.capacity = number(flag, value()?)?,
+            "--message-bytes" => c.message_bytes = number(flag, value()?)?,
+            "--nack-rate" => {
+                let v = value()?;
+                c.nack_rate = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..1.0).contains(r))
+                    .ok_or_else(|| format!("simulate: --nack-rate wants 0 <= F < 1, got `{v}`"))?;
+            }
+            "--chart" => c.chart = Some(PathBuf::from(value()?)),
+            "--inject-bug" => {
+                c.inject_bug = Some(match value()? {
+                    "early-ack" => Bug::EarlyAck,
+                    "forget-pause" => Bug::ForgetPause,
+                    other => return Err(format!("simulate: unknown --inject-bug `{other}`")),
+                })
+            }
+            other => return Err(format!("simulate: unknown flag `{other}`")),
+        }
+    }
+    if !sweep_set {
+        // Keep the default sweep period a tenth of the grace period when only G was changed.
+        c.sweep_ms = c.sweep_ms.min((c.grace_ms / 10).max(1));
+    }
+    validate(&c)?;
+    Ok(Parsed::Run(c))
+}
+
+fn validate(c: &Config) -> Result<(), String> {
+    let checks: [(bool, &str); 9] = [
+        (c.writers >= 4, "--writers must be at least 4"),
+        (c.writers <= 4_000_000, "--writers must be at most 4000000"),
+        (c.rate != Some(0), "--rate must be positive"),
+        (
+            c.workers >= 1 && c.workers <= 64,
+            "--workers must be in 1..=64",
+        ),
+        (c.grace_ms >= 10, "--grace-ms must be at least 10"),
+        (c.sweep_ms >= 1, "--sweep-ms must be at least 1"),
+        (
+            c.max_batch >= 1 && c.capacity >= c.max_batch,
+            "--capacity must be >= --max-batch >= 1",
+        ),
+        (c.throughput > 0, "--throughput must be positive"),
+        (
+            c.faults <= c.writers / 2,
+            "--faults must be at most half the writers",
+        ),
+    ];
+    for (ok, msg) in checks {
+        if !ok {
+            return Err(format!("simulate: {msg}"));
+        }
+    }
+    if c.duration < Duration::from_millis(100) {
+        return Err("simulate: --duration must be at least 100ms".into());
+    }
+    Ok(())
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    let cleaned: String = v.chars().filter(|&ch| ch != '_').collect();
+    cleaned
+        .parse()
+        .map_err(|_| format!("simulate: {flag} wants a number, got `{v}`"))
+}
+
+/// `10`, `10s`, `500ms`, `2m`.
+fn duration(v: &str) -> Result<Duration, String> {
+    let err = || format!("simulate: --duration wants e.g. 10s or 500ms, got `{v}`");
+    let (digits, unit) = match v.find(|ch: char| !ch.is_ascii_digit() && ch != '.') {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: f64 = digits.parse().map_err(|_| err())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(err()),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// SplitMix64: small, fast and good enough for workload choices. Every thread derives its own
+/// stream from the seed, so the choices (not the thread interleaving) are reproducible.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    /// The stream `stream` of seed `seed`.
+    pub(crate) fn new(seed: u64, stream: u64) -> Rng {
+        let mut r = Rng(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        r.next_u64();
+        r
+    }
+
+    /// The next 64 random bits.
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// True with probability `p`.
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn parses_flags_and_durations() {
+        let Parsed::Run(c) = parse(&args(
+            "--duration 1500ms --writers 1_000 --rate 5000 --seed 7 --grace-ms 300 --json",
+        ))
+        .unwrap() else {
+            panic!("expected a run")
+        };
+        assert_eq!(c.duration, Duration::from_millis(1500));
+        assert_eq!(
+            (c.writers, c.rate, c.seed, c.grace_ms),
+            (1000, Some(5000), 7, 300)
+        );
+        assert_eq!(
+            c.sweep_ms, 30,
+            "default sweep period follows the grace period"
+        );
+        assert!(c.json);
+        assert!(parse(&args("--duration 5x")).is_err());
+        assert!(parse(&args("--bogus")).is_err());
+        assert!(parse(&args("--writers")).is_err());
+        assert!(parse(&args("--capacity 4 --max-batch 8")).is_err());
+    }
+
+    #[test]
+    fn rng_is_reproducible_and_in_range() {
+        let (mut a, mut b) = (Rng::new(7, 1), Rng::new(7, 1));
+        for _ in 0..1000 {
+            let x = a.below(10);
+            assert_eq!(x, b.below(10));
+            assert!(x < 10);
+        }
+        assert_ne!(Rng::new(7, 1).next_u64(), Rng::new(7, 2).next_u64());
+    }
+}

@@ -1,0 +1,327 @@
+//! `tidemark simulate`: a replication pipeline under faults, on the real library, watched live.
+//!
+//! - [`config`]: flags and the seeded random numbers.
+//! - [`pipeline`]: the threads (sequencer, workers with their writers' batch buffers and the
+//!   storage sink, sweeper, observer sampler) and what they share.
+//! - [`faults`]: the fault plan and what happened to each fault.
+//! - [`observer`]: the independent safe-bound check.
+//! - [`report`], [`chart`], [`progress`]: output.
+//!
+//! The run: build the tracker and one buffer per writer; start the threads; the controller
+//! (this thread) injects faults on schedule and draws progress; after `--duration` the
+//! sequencer stops, the workers drain every live writer (admission closes, everything is
+//! flushed), the sweeper evicts what is left of the faults, and the run waits until the ack
+//! equals the last commit. Then every buffer's stop report is summed and checked.
+
+mod chart;
+mod config;
+mod faults;
+mod observer;
+mod pipeline;
+mod progress;
+mod report;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tidemark::batch::{Clock, SystemClock};
+
+use config::{Config, Parsed, Rng};
+use faults::{FaultKind, Record};
+use pipeline::{Cmd, Shared, Worker, mode};
+use progress::Progress;
+use report::{FaultOutcome, Messages, Report};
+
+/// Runs `tidemark simulate` with the arguments after the subcommand.
+pub(crate) fn main(args: &[String]) -> ExitCode {
+    let cfg = match config::parse(args) {
+        Ok(Parsed::Run(c)) => c,
+        Ok(Parsed::Help) => {
+            print!("{}", config::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return crate::usage_error(&e),
+    };
+    let report = match run(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tidemark: simulate: {e}");
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    if let Some(path) = &report.config.chart
+        && let Err(e) = std::fs::write(path, chart::svg(&report))
+    {
+        eprintln!("tidemark: simulate: cannot write {}: {e}", path.display());
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    if report.config.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Resident memory of this process (Linux), in bytes.
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Runs the simulation and gathers the report.
+fn run(cfg: Config) -> Result<Report, String> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let plan = faults::plan(&cfg, &mut Rng::new(cfg.seed, 0));
+    let records: Vec<Record> = plan.into_iter().map(Record::new).collect();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..cfg.workers).map(|_| mpsc::channel()).unzip();
+    let wall = Instant::now();
+    let rss0 = rss();
+    let sh = Shared::new(cfg.clone(), clock, records, senders)?;
+    let setup_rss = rss().zip(rss0).map(|(a, b)| a.saturating_sub(b));
+    let setup_ms = wall.elapsed().as_millis() as u64;
+    let mut progress = Progress::new(cfg.progress && !cfg.json && std::io::stdout().is_terminal());
+
+    // Fault actions in time order: (ms after start, worker command).
+    let mut actions: Vec<(u64, usize, bool)> = Vec::new();
+    for (k, r) in sh.faults.lock().unwrap().iter().enumerate() {
+        actions.push((r.planned.at_ms, k, false));
+        if let Some(until) = r.planned.until_ms {
+            actions.push((until, k, true));
+        }
+    }
+    actions.sort();
+
+    let sh = &sh;
+    let (last_tx, produce_s, drain_ms, observer, samples) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| pipeline::sampler(sh));
+        let sweeper = s.spawn(|| pipeline::sweeper(sh));
+        let workers: Vec<_> = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(k, rx)| s.spawn(move || Worker::new(sh, k).run(rx)))
+            .collect();
+        let produce_start = Instant::now();
+        let sequencer = s.spawn(|| pipeline::sequencer(sh));
+        let duration_ms = cfg.duration.as_millis() as u64;
+        let mut next = 0;
+        loop {
+            let elapsed = produce_start.elapsed().as_millis() as u64;
+            while next < actions.len() && actions[next].0 <= elapsed {
+                let (_, k, resume) = actions[next];
+                let writer = sh.faults.lock().unwrap()[k].planned.writer;
+                let cmd = if resume {
+                    Cmd::Resume(k)
+                } else {
+                    Cmd::Fault(k)
+                };
+                let _ = sh.senders[writer as usize % cfg.workers].send(cmd);
+                next += 1;
+            }
+            if elapsed >= duration_ms || sequencer.is_finished() {
+                break;
+            }
+            progress.tick(sh, "producing");
+            let until_next = actions
+                .get(next)
+                .map_or(50, |a| a.0.saturating_sub(elapsed));
+            let until_end = duration_ms - elapsed;
+            std::thread::sleep(Duration::from_millis(
+                until_next.min(until_end).clamp(1, 50),
+            ));
+        }
+        sh.stop_sequencer.store(true, Ordering::Relaxed);
+        let last_tx = sequencer.join().expect("sequencer panicked");
+        let produce_s = produce_start.elapsed().as_secs_f64();
+        let drain_start = Instant::now();
+        for tx in &sh.senders {
+            let _ = tx.send(Cmd::Drain);
+        }
+        while !workers.iter().all(|w| w.is_finished()) {
+            progress.tick(sh, "draining");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for w in workers {
+            w.join().expect("worker panicked");
+        }
+        // Faults not yet evicted resolve within G + 2P of their anchor; allow the sweeper that
+        // (and a margin for a loaded machine) before giving up on the final ack.
+        let wait = Duration::from_millis(cfg.grace_ms + 2 * cfg.sweep_ms) + Duration::from_secs(2);
+        let until = Instant::now() + wait;
+        while sh.tracker.ack() != Some(last_tx) && Instant::now() < until {
+            progress.tick(sh, "final ack");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let drain_ms = drain_start.elapsed().as_millis() as u64;
+        // Let the sampler take a sample of the settled state before stopping it.
+        std::thread::sleep(pipeline::SAMPLE_EVERY * 2);
+        sh.stop_background.store(true, Ordering::Relaxed);
+        let (observer, samples) = sampler.join().expect("sampler panicked");
+        sweeper.join().expect("sweeper panicked");
+        (last_tx, produce_s, drain_ms, observer, samples)
+    });
+    progress.finish();
+
+    // Every buffer's report: a stop on a closed buffer returns its report; any buffer still
+    // open (a live writer that did not drain) hands everything back now, which the checks flag.
+    let mut m = Messages::default();
+    let now = sh.clock.now();
+    for w in &sh.writers {
+        let r = w.buffer.stop(now);
+        m.accepted += r.accepted;
+        m.delivered += r.delivered;
+        m.failed += r.failed;
+        m.handed_back += r.handed_back_count();
+        m.in_flight_unknown += r.in_flight_unknown;
+        if r.accepted != r.delivered + r.failed + r.handed_back_count() {
+            m.unbalanced_buffers += 1;
+        }
+        let md = w.mode.load(Ordering::Relaxed);
+        if matches!(md, mode::HEALTHY | mode::SLOW | mode::PAUSED) {
+            m.handed_back_live += r.handed_back_count();
+        }
+        // Anything still in a spill queue goes back to the host.
+        let left = w.spill.lock().unwrap().drain(..).count() as u64;
+        m.returned += left;
+        if matches!(md, mode::HEALTHY | mode::SLOW | mode::PAUSED) {
+            m.handed_back_live += left;
+        }
+    }
+    m.offered = sh.seq.0.offered.load(Ordering::Relaxed);
+    m.sink_delivered = sh.work_sum(|c| &c.delivered);
+    m.returned += sh.work_sum(|c| &c.returned);
+    m.requeued_batches = sh.work_sum(|c| &c.nacks);
+    m.order_violations = sh.work_sum(|c| &c.order_violations);
+
+    let sweeps = sh.sweeps.lock().unwrap().clone();
+    let p_eff = cfg.sweep_ms.max(sweeps.max_gap_ms);
+    let faults: Vec<FaultOutcome> = sh
+        .faults
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| judge(r, &cfg, p_eff))
+        .collect();
+    let evictions = sh.evictions.lock().unwrap().clone();
+    let mut bad = [0u64; 3];
+    for e in &evictions {
+        match e.fault {
+            Some(FaultKind::Kill) | Some(FaultKind::Wedge) => {}
+            None => bad[0] += 1,
+            Some(FaultKind::Slow) => bad[1] += 1,
+            Some(FaultKind::Pause) => bad[2] += 1,
+        }
+    }
+    let duration_ms = cfg.duration.as_millis() as u64;
+    let lags = samples
+        .iter()
+        .filter(|s| s.t_ms <= duration_ms)
+        .map(|s| s.last_tx.unwrap_or(0).saturating_sub(s.ack.unwrap_or(0)))
+        .collect();
+    let last = samples.last().copied();
+    let st = sh.tracker.stats(sh.now_ms());
+    Ok(Report {
+        start_ms: sh.start_ms,
+        setup_ms,
+        setup_rss,
+        produce_s,
+        drain_ms,
+        total_s: wall.elapsed().as_secs_f64(),
+        commits: sh.seq.0.commits.load(Ordering::Relaxed),
+        last_tx,
+        flushes: st.flushes,
+        batches: sh.work_sum(|c| &c.batches),
+        commit_retries: sh.seq.0.retries.load(Ordering::Relaxed),
+        throttled: sh.seq.0.throttled.load(Ordering::Relaxed),
+        messages: m,
+        lag: report::percentiles(lags),
+        observer: [
+            observer.samples,
+            observer.violations,
+            observer.regressions,
+            observer.exact_samples,
+        ],
+        first_violation: observer.first_violation,
+        final_ack: last.and_then(|s| s.ack),
+        final_bound: last.and_then(|s| s.bound),
+        faults,
+        evictions,
+        bad_evictions: bad,
+        sweeps: (sweeps.sweeps, sweeps.max_gap_ms, sweeps.challenges),
+        errors: (
+            sh.work_sum(|c| &c.link_errors),
+            sh.work_sum(|c| &c.late_acks),
+            sh.seq.0.commit_errors.load(Ordering::Relaxed),
+        ),
+        first_error: sh.first_error.lock().unwrap().clone(),
+        samples,
+        config: cfg,
+    })
+}
+
+/// Judges one fault against the specification.
+fn judge(r: &Record, cfg: &Config, p_eff: u64) -> FaultOutcome {
+    let kind = r.planned.kind;
+    let mut out = FaultOutcome {
+        record: r.clone(),
+        detect_ms: None,
+        bound_nominal_ms: None,
+        bound_ms: None,
+        ok: true,
+        detail: String::new(),
+    };
+    if r.applied_ms.is_none() {
+        out.ok = false;
+        out.detail = "never applied".into();
+        return out;
+    }
+    match kind.expected_eviction() {
+        Some(reason) => {
+            let k = kind.bound_sweeps();
+            out.bound_nominal_ms = Some(cfg.grace_ms + k * cfg.sweep_ms);
+            out.bound_ms = Some(cfg.grace_ms + k * p_eff);
+            let from = r.anchor_ms.or(r.applied_ms).expect("applied");
+            match r.evicted {
+                None => {
+                    out.ok = false;
+                    out.detail = "never evicted".into();
+                }
+                Some((at, why)) => {
+                    let d = at.saturating_sub(from);
+                    out.detect_ms = Some(d);
+                    if why != reason {
+                        out.ok = false;
+                        out.detail =
+                            format!("evicted as {}, expected {}", why.as_str(), reason.as_str());
+                    } else if Some(d) > out.bound_ms {
+                        out.ok = false;
+                        out.detail = format!(
+                            "detection {d} ms exceeds the bound {} ms",
+                            opt_ms(out.bound_ms)
+                        );
+                    }
+                }
+            }
+        }
+        None => {
+            if let Some((_, why)) = r.evicted {
+                out.ok = false;
+                out.detail = format!("must not be evicted, was evicted as {}", why.as_str());
+            }
+        }
+    }
+    out
+}
+
+fn opt_ms(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}

@@ -1,0 +1,998 @@
+//! The pipeline's threads: the sequencer, the workers (writers + storage sink), the sweeper and
+//! the observer's sampler. Everything goes through the public `tidemark` API.
+//!
+//! ```text
+//!  sequencer ──(tx, writers)──▶ observer log          (before the commit: see observer.rs)
+//!      │ Tracker::commit(offset, writers, now)
+//!      │ push one message per writer ──▶ writer's BatchBuffer (full: host-side spill queue)
+//!      │ notify the writer's shard
+//!      ▼
+//!  worker k (owns writers i ≡ k mod W; one storage device)
+//!      poll_batch ─▶ storage (latency + bytes/throughput) ─▶ proven[i] = tx ─▶ ack(batch)
+//!                                                   TrackerLink ─▶ Tracker::flushed(i, offset)
+//!  sweeper: every P, under the gate's write lock: sweep(now), take_events, mark evictions
+//!  sampler: every 10 ms, under the gate's read lock: ack(), then the observer's bound
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tidemark::batch::{
+    AckError, Batch, BatchBuffer, BatchConfig, Clock, Message, Poll, PushRefusal, State,
+    TrackerLink,
+};
+use tidemark::{DownClass, Event, EvictReason, Offset, Tracker, TrackerError, WriterId};
+
+use super::config::{Bug, Config, Rng};
+use super::faults::{FaultKind, Record};
+use super::observer::Observer;
+
+/// Writer modes (who sets them: the owning worker, except `EVICTED`: the sweeper or the
+/// sequencer after a rejected commit).
+pub(crate) mod mode {
+    /// Serviced normally.
+    pub const HEALTHY: u8 = 0;
+    /// Serviced with slow storage.
+    pub const SLOW: u8 = 1;
+    /// Held back by the host: not serviced until resumed.
+    pub const PAUSED: u8 = 2;
+    /// Never serviced again; its batches are never acked.
+    pub const WEDGED: u8 = 3;
+    /// Gone: buffer stopped, `teardown` reported.
+    pub const KILLED: u8 = 4;
+    /// Evicted by the tracker: excluded from new commits; buffer stopped.
+    pub const EVICTED: u8 = 5;
+}
+
+/// How long the final drain may take before buffers hand back what is left.
+pub(crate) const DRAIN_BUDGET: Duration = Duration::from_secs(5);
+/// Observer sampling period.
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// The sequencer waits while this many messages are offered but not resolved (backpressure).
+const MAX_OUTSTANDING: u64 = 64 * 1024;
+
+/// Keeps counters written by different threads on different cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub T);
+
+/// One simulated writer.
+#[derive(Debug)]
+pub(crate) struct SimWriter {
+    /// Its tracker id.
+    pub id: WriterId,
+    /// Its batch buffer (linked to the tracker).
+    pub buffer: BatchBuffer,
+    /// See [`mode`].
+    pub mode: AtomicU8,
+    /// A notification to its worker is outstanding.
+    pub notified: AtomicBool,
+    /// Host-side overflow (like a mailbox) for messages the buffer refused as `Full`, in order.
+    pub spill: Mutex<VecDeque<Message>>,
+    /// Observer input: the highest tx its storage completed (set before the ack).
+    pub proven: AtomicU64,
+    /// Observer input: its eviction was reported (set under the gate's write lock).
+    pub evicted: AtomicBool,
+}
+
+/// Counters of the sequencer.
+#[derive(Debug, Default)]
+pub(crate) struct SeqCounters {
+    /// Commits accepted by the tracker.
+    pub commits: AtomicU64,
+    /// Messages offered to writers (one per writer per commit).
+    pub offered: AtomicU64,
+    /// Commits retried because a chosen writer had just been evicted.
+    pub retries: AtomicU64,
+    /// Commits rejected for any other reason (a bug).
+    pub commit_errors: AtomicU64,
+    /// Times it waited for backpressure.
+    pub throttled: AtomicU64,
+}
+
+/// Counters shared by workers and the sweeper (each worker has its own copy).
+#[derive(Debug, Default)]
+pub(crate) struct WorkerCounters {
+    /// Messages in acked batches.
+    pub delivered: AtomicU64,
+    /// Batches acked.
+    pub batches: AtomicU64,
+    /// Batches nacked (requeued) by storage errors.
+    pub nacks: AtomicU64,
+    /// Acks whose tracker report failed.
+    pub link_errors: AtomicU64,
+    /// Acks refused as not in flight.
+    pub late_acks: AtomicU64,
+    /// Messages delivered out of per-writer order (must be 0).
+    pub order_violations: AtomicU64,
+    /// Messages returned to the host without being accepted (refused by a stopped buffer, or
+    /// left in a dead writer's spill queue).
+    pub returned: AtomicU64,
+    /// Messages handed back by buffers stopped mid-run (kills, evictions).
+    pub handed_back_mid: AtomicU64,
+}
+
+/// An eviction as the sweeper saw it.
+#[derive(Clone, Debug)]
+pub(crate) struct Eviction {
+    /// Simulator index.
+    pub writer: u32,
+    /// Why.
+    pub reason: EvictReason,
+    /// The sweep's `now`.
+    pub at_ms: u64,
+    /// The fault injected on it, if any.
+    pub fault: Option<FaultKind>,
+}
+
+/// What the sweeper measured.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SweepLog {
+    /// Sweeps run.
+    pub sweeps: u64,
+    /// The largest gap between two consecutive sweeps' `now` (ms).
+    pub max_gap_ms: u64,
+    /// Challenges issued.
+    pub challenges: u64,
+    last_ms: Option<u64>,
+}
+
+/// One observer sample.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sample {
+    /// Ms since the start.
+    pub t_ms: u64,
+    /// The last commit's tx known to the observer.
+    pub last_tx: Option<u64>,
+    /// The tracker's ack.
+    pub ack: Option<u64>,
+    /// The observer's exact safe bound.
+    pub bound: Option<u64>,
+}
+
+/// A command to a worker.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    /// These writers have new messages.
+    Notify(Vec<u32>),
+    /// Apply fault number `k`.
+    Fault(usize),
+    /// Lift the pause of fault number `k`.
+    Resume(usize),
+    /// Graceful stop: drain every live writer, then exit.
+    Drain,
+}
+
+/// Everything the threads share.
+pub(crate) struct Shared {
+    /// The configuration.
+    pub cfg: Config,
+    /// The one clock of the tracker and every buffer.
+    pub clock: Arc<dyn Clock>,
+    /// The tracker.
+    pub tracker: Arc<Tracker>,
+    /// The writers, by simulator index (= tracker slot index).
+    pub writers: Vec<SimWriter>,
+    /// Tracker ms at the start.
+    pub start_ms: u64,
+    /// Sweeps (write) vs ack samples (read): see observer.rs.
+    pub gate: RwLock<()>,
+    /// Deliveries published to the observer, not yet taken by the sampler.
+    pub deliveries: Mutex<Vec<(u64, u32)>>,
+    /// The sequencer stops.
+    pub stop_sequencer: AtomicBool,
+    /// The sweeper and the sampler stop.
+    pub stop_background: AtomicBool,
+    /// The last committed tx.
+    pub last_tx: AtomicU64,
+    /// Writers that need an anchor commit (faults just applied).
+    pub forced: Mutex<Vec<u32>>,
+    forced_flag: AtomicBool,
+    /// The faults, by plan order.
+    pub faults: Mutex<Vec<Record>>,
+    /// Fault number by writer.
+    pub fault_of: std::collections::HashMap<u32, usize>,
+    /// Every eviction.
+    pub evictions: Mutex<Vec<Eviction>>,
+    /// Sweep measurements.
+    pub sweeps: Mutex<SweepLog>,
+    /// Sequencer counters.
+    pub seq: Padded<SeqCounters>,
+    /// Per worker (and one more for the sweeper).
+    pub work: Vec<Padded<WorkerCounters>>,
+    /// Commit errors other than evicted writers (first one).
+    pub first_error: Mutex<Option<String>>,
+    /// Worker channels.
+    pub senders: Vec<Sender<Cmd>>,
+}
+
+impl Shared {
+    /// Builds the tracker, the writers and their buffers.
+    pub(crate) fn new(
+        cfg: Config,
+        clock: Arc<dyn Clock>,
+        faults: Vec<Record>,
+        senders: Vec<Sender<Cmd>>,
+    ) -> Result<Shared, String> {
+        let tracker = Arc::new(
+            Tracker::new(tidemark::TrackerOptions {
+                expected_writers: cfg.writers,
+                stall_grace_ms: cfg.grace_ms,
+                ..Default::default()
+            })
+            .map_err(|e| format!("tracker: {e}"))?,
+        );
+        let mut writers = Vec::with_capacity(cfg.writers);
+        for i in 0..cfg.writers {
+            let id = tracker.register().map_err(|e| format!("register: {e}"))?;
+            if id.index() as usize != i {
+                return Err(format!("register: expected slot {i}, got {id}"));
+            }
+            let mut bc = BatchConfig::default();
+            bc.max_messages = cfg.max_batch;
+            bc.capacity_messages = cfg.capacity;
+            bc.max_bytes = (cfg.max_batch * cfg.message_bytes.max(1)) as u64;
+            bc.capacity_bytes = (cfg.capacity * cfg.message_bytes.max(1)) as u64;
+            bc.linger = Duration::from_millis(cfg.linger_ms);
+            // One batch in flight per writer: acks complete in order, so "proven up to tx" is
+            // a prefix (the observer relies on it) and the link reports each batch's highest.
+            bc.max_inflight_batches = 1;
+            bc.clock = Some(Arc::clone(&clock));
+            bc.flush_link = Some(Arc::new(TrackerLink::new(Arc::clone(&tracker), id)));
+            let buffer = BatchBuffer::new(bc).map_err(|e| e.to_string())?;
+            writers.push(SimWriter {
+                id,
+                buffer,
+                mode: AtomicU8::new(mode::HEALTHY),
+                notified: AtomicBool::new(false),
+                spill: Mutex::new(VecDeque::new()),
+                proven: AtomicU64::new(0),
+                evicted: AtomicBool::new(false),
+            });
+        }
+        let fault_of = faults
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (r.planned.writer, k))
+            .collect();
+        let workers = cfg.workers;
+        let start_ms = ms(&*clock);
+        Ok(Shared {
+            cfg,
+            clock,
+            tracker,
+            writers,
+            start_ms,
+            gate: RwLock::new(()),
+            deliveries: Mutex::new(Vec::new()),
+            stop_sequencer: AtomicBool::new(false),
+            stop_background: AtomicBool::new(false),
+            last_tx: AtomicU64::new(0),
+            forced: Mutex::new(Vec::new()),
+            forced_flag: AtomicBool::new(false),
+            faults: Mutex::new(faults),
+            fault_of,
+            evictions: Mutex::new(Vec::new()),
+            sweeps: Mutex::new(SweepLog::default()),
+            seq: Padded::default(),
+            work: (0..=workers).map(|_| Padded::default()).collect(),
+            first_error: Mutex::new(None),
+            senders,
+        })
+    }
+
+    /// Tracker time (ms on the shared clock).
+    pub(crate) fn now_ms(&self) -> u64 {
+        ms(&*self.clock)
+    }
+
+    /// The sum of one worker counter.
+    pub(crate) fn work_sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
+        self.work
+            .iter()
+            .map(|c| f(&c.0).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn shard(&self, i: u32) -> usize {
+        i as usize % self.cfg.workers
+    }
+
+    /// Asks the sequencer for an anchor commit to writer `i`.
+    fn request_anchor(&self, i: u32) {
+        self.forced.lock().unwrap().push(i);
+        // Release: the sequencer's Acquire load then finds the writer in `forced`.
+        self.forced_flag.store(true, Ordering::Release);
+    }
+
+    /// Returns a stopped writer's spill queue to the host (counted as returned).
+    fn return_spill(&self, w: &SimWriter, counters: &WorkerCounters) {
+        let n = w.spill.lock().unwrap().drain(..).count() as u64;
+        counters.returned.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds on `clock`.
+pub(crate) fn ms(clock: &dyn Clock) -> u64 {
+    clock.now().as_millis() as u64
+}
+
+// ----- sequencer ------------------------------------------------------------------------------
+
+/// Produces commits until told to stop; returns the last committed tx.
+pub(crate) fn sequencer(sh: &Shared) -> u64 {
+    let cfg = &sh.cfg;
+    let n = cfg.writers as u64;
+    let mut rng = Rng::new(cfg.seed, 1);
+    let mut notify: Vec<Vec<u32>> = vec![Vec::new(); cfg.workers];
+    let mut chosen: Vec<u32> = Vec::with_capacity(8);
+    let mut ids: Vec<WriterId> = Vec::with_capacity(8);
+    let mut anchors: Vec<u32> = Vec::new();
+    let mut excluded: Vec<u32> = Vec::new();
+    let payload_len = cfg.message_bytes;
+    let start = Instant::now();
+    let mut tx = 0u64;
+    let mut produced = 0u64;
+    let mut offered = 0u64;
+    let c = &sh.seq.0;
+    while !sh.stop_sequencer.load(Ordering::Relaxed) {
+        anchors.clear();
+        // Acquire: pairs with `request_anchor`.
+        if sh.forced_flag.load(Ordering::Acquire) {
+            let mut f = sh.forced.lock().unwrap();
+            anchors.append(&mut f);
+            sh.forced_flag.store(false, Ordering::Relaxed);
+        }
+        tx += 1;
+        let offset = Offset::new(tx, 1 + rng.below(16));
+        let want = (1 + rng.below(4) as usize).max(anchors.len());
+        chosen.clear();
+        chosen.extend_from_slice(&anchors);
+        let now_ms = loop {
+            while chosen.len() < want {
+                let i = rng.below(n) as u32;
+                if sh.writers[i as usize].mode.load(Ordering::Relaxed) != mode::EVICTED
+                    && !chosen.contains(&i)
+                    && !excluded.contains(&i)
+                {
+                    chosen.push(i);
+                }
+            }
+            ids.clear();
+            ids.extend(chosen.iter().map(|&i| sh.writers[i as usize].id));
+            let now_ms = sh.now_ms();
+            // The observer hears of the commit before the tracker does.
+            sh.deliveries
+                .lock()
+                .unwrap()
+                .extend(chosen.iter().map(|&i| (tx, i)));
+            match sh.tracker.commit(offset, &ids, now_ms) {
+                Ok(()) => break Some(now_ms),
+                Err(TrackerError::EvictedWriter(w)) => {
+                    // Evicted since we chose it: the commit changed nothing; choose again.
+                    // (The sweeper marks the mode; until it does, we skip it ourselves.)
+                    excluded.push(w.index());
+                    chosen.retain(|&i| i != w.index());
+                    c.retries.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    c.commit_errors.fetch_add(1, Ordering::Relaxed);
+                    sh.first_error
+                        .lock()
+                        .unwrap()
+                        .get_or_insert_with(|| format!("commit tx {tx}: {e}"));
+                    break None;
+                }
+            }
+        };
+        let Some(now_ms) = now_ms else {
+            tx -= 1;
+            break;
+        };
+        if !anchors.is_empty() {
+            let mut faults = sh.faults.lock().unwrap();
+            for a in anchors.iter().filter(|a| chosen.contains(a)) {
+                if let Some(&k) = sh.fault_of.get(a) {
+                    faults[k].anchor_ms.get_or_insert(now_ms);
+                }
+            }
+        }
+        // Relaxed: a progress figure; the observer has its own record of commits.
+        sh.last_tx.store(tx, Ordering::Relaxed);
+        c.commits.fetch_add(1, Ordering::Relaxed);
+        for &i in &chosen {
+            let w = &sh.writers[i as usize];
+            offer(sh, w, Message::with_offset(vec![0u8; payload_len], offset));
+            offered += 1;
+            // AcqRel: the push above happens-before the worker's swap that clears the flag and
+            // is followed by its poll (see `Worker::on_notify`).
+            if !w.notified.swap(true, Ordering::AcqRel) {
+                notify[sh.shard(i)].push(i);
+            }
+        }
+        c.offered.store(offered, Ordering::Relaxed);
+        produced += 1;
+        if let Some(rate) = cfg.rate {
+            let target = start + Duration::from_secs_f64(produced as f64 / rate as f64);
+            let now = Instant::now();
+            if target > now + Duration::from_millis(1) {
+                flush_notify(sh, &mut notify);
+                std::thread::sleep(target - now);
+            }
+        }
+        if produced & 63 == 0 {
+            flush_notify(sh, &mut notify);
+            while outstanding(sh) > MAX_OUTSTANDING && !sh.stop_sequencer.load(Ordering::Relaxed) {
+                c.throttled.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+    flush_notify(sh, &mut notify);
+    tx
+}
+
+/// Messages offered and not yet resolved (delivered, returned or handed back).
+fn outstanding(sh: &Shared) -> u64 {
+    let offered = sh.seq.0.offered.load(Ordering::Relaxed);
+    let resolved = sh.work_sum(|c| &c.delivered)
+        + sh.work_sum(|c| &c.returned)
+        + sh.work_sum(|c| &c.handed_back_mid);
+    offered.saturating_sub(resolved)
+}
+
+fn flush_notify(sh: &Shared, notify: &mut [Vec<u32>]) {
+    for (k, v) in notify.iter_mut().enumerate() {
+        if !v.is_empty() {
+            let _ = sh.senders[k].send(Cmd::Notify(std::mem::take(v)));
+        }
+    }
+}
+
+/// Pushes into the writer's buffer, keeping order with its spill queue.
+fn offer(sh: &Shared, w: &SimWriter, m: Message) {
+    let mut spill = w.spill.lock().unwrap();
+    if w.buffer.state() != State::Running {
+        sh.seq_returned(1);
+        return;
+    }
+    if !spill.is_empty() {
+        spill.push_back(m);
+        return;
+    }
+    match w.buffer.push_message(m) {
+        Ok(()) => {}
+        Err(e) if e.reason == PushRefusal::Full => spill.push_back(e.message),
+        Err(_) => sh.seq_returned(1),
+    }
+}
+
+impl Shared {
+    fn seq_returned(&self, n: u64) {
+        let last = self.work.len() - 1;
+        self.work[last].0.returned.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+// ----- workers ------------------------------------------------------------------------------
+
+/// A batch in storage.
+struct Stored {
+    due: u64,
+    seq: u64,
+    writer: u32,
+    /// `None` when the (buggy) early ack already gave it back.
+    batch: Option<Batch>,
+    highest_tx: u64,
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Stored {}
+impl PartialOrd for Stored {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Stored {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(o.due, o.seq))
+    }
+}
+
+/// One worker: a shard of writers and one storage device.
+pub(crate) struct Worker<'a> {
+    sh: &'a Shared,
+    shard: usize,
+    rng: Rng,
+    storage: BinaryHeap<Reverse<Stored>>,
+    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Per local writer: the armed linger timer (ns; 0 = none), the last delivered tx, and
+    /// drain state.
+    timer_due: Vec<u64>,
+    last_delivered: Vec<u64>,
+    stopping: Vec<bool>,
+    closed: Vec<bool>,
+    busy_until: u64,
+    seq: u64,
+    draining: Option<u64>,
+    to_stop: Vec<u32>,
+    open: usize,
+}
+
+impl<'a> Worker<'a> {
+    /// Worker `shard` of `sh`.
+    pub(crate) fn new(sh: &'a Shared, shard: usize) -> Worker<'a> {
+        let local = sh.cfg.writers.div_ceil(sh.cfg.workers);
+        Worker {
+            sh,
+            shard,
+            rng: Rng::new(sh.cfg.seed, 100 + shard as u64),
+            storage: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            timer_due: vec![0; local],
+            last_delivered: vec![0; local],
+            stopping: vec![false; local],
+            closed: vec![false; local],
+            busy_until: 0,
+            seq: 0,
+            draining: None,
+            to_stop: Vec::new(),
+            open: 0,
+        }
+    }
+
+    fn counters(&self) -> &'a WorkerCounters {
+        &self.sh.work[self.shard].0
+    }
+
+    fn local(&self, i: u32) -> usize {
+        i as usize / self.sh.cfg.workers
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.sh.clock.now().as_nanos() as u64
+    }
+
+    /// Runs until the drain is complete (or its budget is spent).
+    pub(crate) fn run(mut self, rx: Receiver<Cmd>) {
+        loop {
+            let now = self.now_ns();
+            while self.storage.peek().is_some_and(|Reverse(s)| s.due <= now) {
+                let Reverse(s) = self.storage.pop().expect("peeked");
+                self.complete(s);
+            }
+            while self
+                .timers
+                .peek()
+                .is_some_and(|&Reverse((due, _))| due <= now)
+            {
+                let Reverse((due, i)) = self.timers.pop().expect("peeked");
+                let l = self.local(i);
+                if self.timer_due[l] == due {
+                    self.timer_due[l] = 0;
+                    self.service(i);
+                }
+            }
+            if let Some(deadline) = self.draining {
+                self.advance_drain();
+                let done = self.to_stop.is_empty() && self.open == 0 && self.storage.is_empty();
+                if done || now > deadline + Duration::from_secs(1).as_nanos() as u64 {
+                    return;
+                }
+            }
+            let idle = if self.draining.is_some() { 2 } else { 50 };
+            let mut next = now + Duration::from_millis(idle).as_nanos() as u64;
+            if let Some(Reverse(s)) = self.storage.peek() {
+                next = next.min(s.due);
+            }
+            if let Some(&Reverse((due, _))) = self.timers.peek() {
+                next = next.min(due);
+            }
+            let wait = Duration::from_nanos(next.saturating_sub(self.now_ns()));
+            match rx.recv_timeout(wait) {
+                Ok(cmd) => {
+                    self.handle(cmd);
+                    while let Ok(cmd) = rx.try_recv() {
+                        self.handle(cmd);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if self.draining.is_none() {
+                        self.start_drain();
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Notify(list) => {
+                for i in list {
+                    // AcqRel: see the sequencer; clear first, then poll, so a later push
+                    // notifies again.
+                    self.sh.writers[i as usize]
+                        .notified
+                        .swap(false, Ordering::AcqRel);
+                    self.service(i);
+                }
+            }
+            Cmd::Fault(k) => self.apply_fault(k),
+            Cmd::Resume(k) => {
+                let i = self.sh.faults.lock().unwrap()[k].planned.writer;
+                self.resume(i);
+            }
+            Cmd::Drain => self.start_drain(),
+        }
+    }
+
+    fn apply_fault(&mut self, k: usize) {
+        let sh = self.sh;
+        let (kind, i) = {
+            let f = sh.faults.lock().unwrap();
+            (f[k].planned.kind, f[k].planned.writer)
+        };
+        let w = &sh.writers[i as usize];
+        let now_ms = sh.now_ms();
+        let alive = |m: u8| matches!(m, mode::HEALTHY | mode::SLOW);
+        if !alive(w.mode.load(Ordering::Relaxed)) {
+            return; // already evicted (should not happen): the report shows it unapplied
+        }
+        match kind {
+            FaultKind::Kill => {
+                w.mode.store(mode::KILLED, Ordering::Relaxed);
+                let report = w.buffer.stop(sh.clock.now());
+                self.counters()
+                    .handed_back_mid
+                    .fetch_add(report.handed_back_count(), Ordering::Relaxed);
+                sh.return_spill(w, self.counters());
+                // What a process monitor reports for a killed process.
+                let _ = sh.tracker.down(w.id, DownClass::Teardown, now_ms);
+                sh.request_anchor(i);
+            }
+            FaultKind::Wedge => {
+                w.mode.store(mode::WEDGED, Ordering::Relaxed);
+                sh.request_anchor(i);
+            }
+            FaultKind::Slow => w.mode.store(mode::SLOW, Ordering::Relaxed),
+            FaultKind::Pause => {
+                if sh.cfg.inject_bug != Some(Bug::ForgetPause) {
+                    let _ = sh.tracker.pause(w.id);
+                }
+                w.mode.store(mode::PAUSED, Ordering::Relaxed);
+            }
+        }
+        sh.faults.lock().unwrap()[k].applied_ms = Some(now_ms);
+    }
+
+    fn resume(&mut self, i: u32) {
+        let sh = self.sh;
+        let w = &sh.writers[i as usize];
+        if w.mode
+            .compare_exchange(
+                mode::PAUSED,
+                mode::HEALTHY,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
+        let now_ms = sh.now_ms();
+        if sh.cfg.inject_bug != Some(Bug::ForgetPause) {
+            let _ = sh.tracker.resume(w.id, now_ms);
+        }
+        if let Some(&k) = sh.fault_of.get(&i) {
+            sh.faults.lock().unwrap()[k]
+                .resumed_ms
+                .get_or_insert(now_ms);
+        }
+        self.service(i);
+    }
+
+    fn start_drain(&mut self) {
+        let sh = self.sh;
+        self.draining = Some(self.now_ns() + DRAIN_BUDGET.as_nanos() as u64);
+        let mut i = self.shard as u32;
+        while (i as usize) < sh.cfg.writers {
+            let m = sh.writers[i as usize].mode.load(Ordering::Relaxed);
+            if m == mode::PAUSED {
+                self.resume(i);
+            }
+            let m = sh.writers[i as usize].mode.load(Ordering::Relaxed);
+            if matches!(m, mode::HEALTHY | mode::SLOW) {
+                self.to_stop.push(i);
+                self.open += 1;
+            }
+            i += sh.cfg.workers as u32;
+        }
+    }
+
+    /// Closes admission of every live writer whose spill queue is empty (the host's own queue
+    /// drains first), and notices writers evicted meanwhile.
+    fn advance_drain(&mut self) {
+        let Some(deadline) = self.draining else {
+            return;
+        };
+        let mut list = std::mem::take(&mut self.to_stop);
+        list.retain(|&i| {
+            let w = &self.sh.writers[i as usize];
+            self.refill(w);
+            if !w.spill.lock().unwrap().is_empty() {
+                return true;
+            }
+            w.buffer.begin_stop(Duration::from_nanos(deadline));
+            let l = self.local(i);
+            self.stopping[l] = true;
+            self.service(i);
+            false
+        });
+        self.to_stop = list;
+        // Writers evicted (or otherwise dead) while draining will never close through us.
+        if self.storage.is_empty() && self.to_stop.is_empty() && self.open > 0 {
+            let mut i = self.shard as u32;
+            while (i as usize) < self.sh.cfg.writers {
+                let l = self.local(i);
+                if self.stopping[l] && !self.closed[l] {
+                    let m = self.sh.writers[i as usize].mode.load(Ordering::Relaxed);
+                    if !matches!(m, mode::HEALTHY | mode::SLOW) {
+                        self.closed[l] = true;
+                        self.open -= 1;
+                    } else {
+                        self.service(i);
+                    }
+                }
+                i += self.sh.cfg.workers as u32;
+            }
+        }
+    }
+
+    /// Moves the writer's spill queue into its buffer, in order, while it fits.
+    fn refill(&self, w: &SimWriter) {
+        let mut spill = w.spill.lock().unwrap();
+        while let Some(m) = spill.pop_front() {
+            match w.buffer.push_message(m) {
+                Ok(()) => {}
+                Err(e) if e.reason == PushRefusal::Full => {
+                    spill.push_front(e.message);
+                    break;
+                }
+                Err(_) => {
+                    self.counters().returned.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Takes the writer's next batch into storage, or arms its linger timer.
+    fn service(&mut self, i: u32) {
+        let sh = self.sh;
+        let w = &sh.writers[i as usize];
+        let m = w.mode.load(Ordering::Relaxed);
+        if !matches!(m, mode::HEALTHY | mode::SLOW) {
+            return;
+        }
+        self.refill(w);
+        let now = sh.clock.now();
+        let l = self.local(i);
+        match w.buffer.poll_batch(now) {
+            Poll::Ready(batch) => self.store(i, batch, m == mode::SLOW),
+            Poll::Wait(Some(d)) => {
+                let due = (now + d).as_nanos() as u64;
+                if self.timer_due[l] == 0 || due < self.timer_due[l] {
+                    self.timer_due[l] = due;
+                    self.timers.push(Reverse((due, i)));
+                }
+            }
+            Poll::Wait(None) => {}
+            Poll::Closed if self.stopping[l] && !self.closed[l] => {
+                self.closed[l] = true;
+                self.open -= 1;
+            }
+            Poll::Closed => {}
+            _ => {}
+        }
+    }
+
+    fn store(&mut self, i: u32, batch: Batch, slow: bool) {
+        let cfg = &self.sh.cfg;
+        let now = self.now_ns();
+        let start = now.max(self.busy_until);
+        self.busy_until =
+            start + (batch.bytes() as u128 * 1_000_000_000 / cfg.throughput as u128) as u64;
+        let latency = if slow {
+            cfg.slow_ms * 1_000_000
+        } else {
+            cfg.latency_us * 1_000
+        };
+        let highest_tx = batch.highest_offset().map_or(0, |o| o.tx);
+        let batch = if self.sh.cfg.inject_bug == Some(Bug::EarlyAck) {
+            // The bug: report the batch flushed when it is taken, not when it is durable.
+            self.check_order(i, &batch);
+            let n = batch.len() as u64;
+            self.ack(i, batch, n);
+            None
+        } else {
+            Some(batch)
+        };
+        self.seq += 1;
+        self.storage.push(Reverse(Stored {
+            due: self.busy_until + latency,
+            seq: self.seq,
+            writer: i,
+            batch,
+            highest_tx,
+        }));
+    }
+
+    fn check_order(&mut self, i: u32, batch: &Batch) {
+        let l = self.local(i);
+        for m in batch.messages() {
+            let tx = m.offset.map_or(0, |o| o.tx);
+            if tx <= self.last_delivered[l] {
+                self.counters()
+                    .order_violations
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            self.last_delivered[l] = tx;
+        }
+    }
+
+    fn complete(&mut self, s: Stored) {
+        let sh = self.sh;
+        let w = &sh.writers[s.writer as usize];
+        let m = w.mode.load(Ordering::Relaxed);
+        if matches!(m, mode::WEDGED | mode::KILLED | mode::EVICTED) {
+            // Never acked: the stop report hands it back (outcome unknown).
+            return;
+        }
+        let Some(batch) = s.batch else {
+            // Early-ack bug: already acked; only now is it durable.
+            w.proven.fetch_max(s.highest_tx, Ordering::SeqCst);
+            self.service(s.writer);
+            return;
+        };
+        if self.rng.chance(sh.cfg.nack_rate) {
+            self.counters().nacks.fetch_add(1, Ordering::Relaxed);
+            let _ = w.buffer.nack(batch, true);
+            self.service(s.writer);
+            return;
+        }
+        self.check_order(s.writer, &batch);
+        // Durable now: tell the observer first (SeqCst; then the tracker hears of it through
+        // the link, inside `ack`).
+        w.proven.fetch_max(s.highest_tx, Ordering::SeqCst);
+        let n = batch.len() as u64;
+        self.ack(s.writer, batch, n);
+        self.service(s.writer);
+    }
+
+    fn ack(&mut self, i: u32, batch: Batch, n: u64) {
+        let c = self.counters();
+        match self.sh.writers[i as usize].buffer.ack(batch) {
+            Ok(()) => {
+                c.delivered.fetch_add(n, Ordering::Relaxed);
+                c.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(AckError::Link(_)) => {
+                c.delivered.fetch_add(n, Ordering::Relaxed);
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.link_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                c.late_acks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+// ----- sweeper and sampler --------------------------------------------------------------------
+
+/// Sweeps every `P` until told to stop; marks evictions for the observer.
+pub(crate) fn sweeper(sh: &Shared) {
+    let period = Duration::from_millis(sh.cfg.sweep_ms);
+    let start = Instant::now();
+    let mut tick = 0u32;
+    let mut events = Vec::new();
+    let counters = &sh.work[sh.work.len() - 1].0;
+    while !sh.stop_background.load(Ordering::Relaxed) {
+        tick += 1;
+        let target = start + period * tick;
+        let now = Instant::now();
+        if target > now {
+            std::thread::sleep(target - now);
+        }
+        let now_ms = sh.now_ms();
+        let mut evicted = Vec::new();
+        {
+            let _gate = sh.gate.write().unwrap();
+            let out = sh.tracker.sweep(now_ms);
+            events.clear();
+            sh.tracker.take_events(&mut events, usize::MAX);
+            for e in &events {
+                if let Event::Evicted(id, reason) = *e {
+                    let w = &sh.writers[id.index() as usize];
+                    // SeqCst: read by the sampler under the gate's read lock.
+                    w.evicted.store(true, Ordering::SeqCst);
+                    let before = w.mode.swap(mode::EVICTED, Ordering::Relaxed);
+                    evicted.push((id.index(), reason, before));
+                }
+            }
+            let mut log = sh.sweeps.lock().unwrap();
+            log.sweeps += 1;
+            log.challenges += out.challenged as u64;
+            if let Some(last) = log.last_ms {
+                log.max_gap_ms = log.max_gap_ms.max(now_ms.saturating_sub(last));
+            }
+            log.last_ms = Some(now_ms);
+        }
+        for (i, reason, before) in evicted {
+            let w = &sh.writers[i as usize];
+            // The host invalidates the evicted writer: its buffer hands everything back (a
+            // killed writer's buffer was stopped, and counted, at the kill).
+            let report = w.buffer.stop(sh.clock.now());
+            if before != mode::KILLED {
+                counters
+                    .handed_back_mid
+                    .fetch_add(report.handed_back_count(), Ordering::Relaxed);
+            }
+            sh.return_spill(w, counters);
+            let fault = sh.fault_of.get(&i).map(|&k| {
+                let mut f = sh.faults.lock().unwrap();
+                f[k].evicted.get_or_insert((now_ms, reason));
+                f[k].planned.kind
+            });
+            sh.evictions.lock().unwrap().push(Eviction {
+                writer: i,
+                reason,
+                at_ms: now_ms,
+                fault,
+            });
+        }
+    }
+}
+
+/// One observer sample: the ack first, then the bound (see observer.rs).
+pub(crate) fn sample(sh: &Shared, obs: &mut Observer) -> Sample {
+    let (ack, bound) = {
+        let _gate = sh.gate.read().unwrap();
+        let ack = sh.tracker.ack();
+        let new = std::mem::take(&mut *sh.deliveries.lock().unwrap());
+        obs.record(new);
+        let bound = obs.bound(
+            |w| sh.writers[w as usize].proven.load(Ordering::SeqCst),
+            |w| sh.writers[w as usize].evicted.load(Ordering::SeqCst),
+        );
+        (ack, bound)
+    };
+    let t_ms = sh.now_ms().saturating_sub(sh.start_ms);
+    obs.check(t_ms, ack, bound);
+    Sample {
+        t_ms,
+        last_tx: obs.last_tx(),
+        ack,
+        bound,
+    }
+}
+
+/// Samples every [`SAMPLE_EVERY`] until told to stop; returns the observer and the samples.
+pub(crate) fn sampler(sh: &Shared) -> (Observer, Vec<Sample>) {
+    let mut obs = Observer::default();
+    let mut samples = Vec::new();
+    while !sh.stop_background.load(Ordering::Relaxed) {
+        samples.push(sample(sh, &mut obs));
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    samples.push(sample(sh, &mut obs));
+    (obs, samples)
+}
