@@ -47,7 +47,7 @@ static int check_passes;
   } while (0)
 
 /* Prints the summary line and returns the exit status for main. */
-static int check_summary(const char *name) {
+static inline int check_summary(const char *name) {
   printf("%s: %d passed, %d failed\n", name, check_passes, check_failures);
   return check_failures == 0 ? 0 : 1;
 }
