@@ -1,0 +1,1420 @@
+/*
+ * tidemark_nif: the BEAM binding of include/tidemark.h (Elixir module Tidemark.Native).
+ *
+ * Resources (each destructor calls the matching `_free`):
+ *
+ *   tracker_res  a `tidemark_tracker*`, the writer table, the subscriber, the owner monitor.
+ *   writer_res   one per registered writer: {tracker (kept), writer id, down class} and the
+ *                process monitor on the writer's pid. The tracker's table keeps it alive while
+ *                the writer is registered and its process is alive, so the monitor survives
+ *                even when no Elixir term refers to it (the host only holds the integer id).
+ *   buffer_res   a `tidemark_batch_buffer*`.
+ *   batch_res    a `tidemark_batch*` taken by poll_batch until ack/nack (freed if dropped:
+ *                the batch then stays in flight and is handed back by the stop).
+ *
+ * Ownership cycle and how it is broken: tracker --table--> writer --keep--> tracker. The cycle
+ * ends for one writer when its process dies (down callback), when the host unregisters it, or
+ * for all of them when the tracker is closed (`close/1`, or its owner process exits: the
+ * tracker monitors the process that created it, like an ETS table). After that, the tracker
+ * resource is freed by the garbage collector like any resource.
+ *
+ * Scheduler safety: every call below is O(1) or O(small argument) except the ones registered
+ * as dirty (sweep, stop, flush with a timeout, close) and those that reschedule themselves onto
+ * a dirty CPU scheduler: commit / flushed_many / push_many past DIRTY_ITEMS items, batches past
+ * DIRTY_BATCH_*, tracker_new with many expected writers, and a register that may grow the
+ * library's writer table (register_may_grow).
+ *
+ * Locks: `tracker_res.lock` guards only the writer table and the closed flag (never held across
+ * a tidemark call); `tracker_res.pub_lock` serialises sending ack/event messages to the
+ * subscriber (held across `take_events` and `enif_send` only, both short), so the subscriber
+ * sees ack values in increasing order. Flush reports take neither unless the ack moved.
+ */
+
+#include <erl_nif.h>
+#include <tidemark.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Lists longer than this are processed on a dirty CPU scheduler (about 100 ns per item). */
+#define DIRTY_ITEMS 1000
+/* Batches above these sizes are converted to terms on a dirty CPU scheduler. */
+#define DIRTY_BATCH_MESSAGES 4096
+#define DIRTY_BATCH_BYTES (512u * 1024u)
+/* Events taken per `take_events` crossing. */
+#define EVENT_PAGE 64
+/* Writer table: segment k holds 64 << k slots; 27 segments cover every u32 slot index. */
+#define SEG0_BITS 6
+#define MAX_SEGS 27
+
+/* ------------------------------------------------------------------------------------------ */
+/* Atoms                                                                                       */
+
+static ERL_NIF_TERM a_ok, a_error, a_nil, a_true, a_false, a_infinity, a_would_block;
+static ERL_NIF_TERM a_tidemark_ack, a_tidemark_evicted, a_tidemark_challenge, a_tidemark_removed;
+static ERL_NIF_TERM a_challenge, a_evicted, a_removed;
+static ERL_NIF_TERM a_none, a_crashed, a_orphaned, a_stalled;
+static ERL_NIF_TERM a_crash, a_cleanup, a_teardown;
+static ERL_NIF_TERM a_idle, a_pending;
+static ERL_NIF_TERM a_count, a_bytes, a_linger, a_flush, a_stop;
+static ERL_NIF_TERM a_unknown_status, a_enomem;
+static ERL_NIF_TERM status_atoms[TIDEMARK_STATUS_INVALID_HANDLE + 1];
+
+static ERL_NIF_TERM atom(ErlNifEnv *env, const char *name) {
+    ERL_NIF_TERM a;
+    if (enif_make_existing_atom(env, name, &a, ERL_NIF_LATIN1))
+        return a;
+    return enif_make_atom(env, name);
+}
+
+static void init_atoms(ErlNifEnv *env) {
+    a_ok = atom(env, "ok");
+    a_error = atom(env, "error");
+    a_nil = atom(env, "nil");
+    a_true = atom(env, "true");
+    a_false = atom(env, "false");
+    a_infinity = atom(env, "infinity");
+    a_would_block = atom(env, "would_block");
+    a_tidemark_ack = atom(env, "tidemark_ack");
+    a_tidemark_evicted = atom(env, "tidemark_evicted");
+    a_tidemark_challenge = atom(env, "tidemark_challenge");
+    a_tidemark_removed = atom(env, "tidemark_removed");
+    a_challenge = atom(env, "challenge");
+    a_evicted = atom(env, "evicted");
+    a_removed = atom(env, "removed");
+    a_none = atom(env, "none");
+    a_crashed = atom(env, "crashed");
+    a_orphaned = atom(env, "orphaned");
+    a_stalled = atom(env, "stalled");
+    a_crash = atom(env, "crash");
+    a_cleanup = atom(env, "cleanup");
+    a_teardown = atom(env, "teardown");
+    a_idle = atom(env, "idle");
+    a_pending = atom(env, "pending");
+    a_count = atom(env, "count");
+    a_bytes = atom(env, "bytes");
+    a_linger = atom(env, "linger");
+    a_flush = atom(env, "flush");
+    a_stop = atom(env, "stop");
+    a_unknown_status = atom(env, "unknown_status");
+    a_enomem = atom(env, "enomem");
+    static const char *const names[] = {
+        "ok",          "null_argument", "invalid_argument", "offset_regressed",
+        "unknown_writer", "evicted_writer", "capacity",      "full",
+        "stopping",    "closed",        "timeout",          "would_block",
+        "buffer_too_small", "panic",    "too_large",        "not_in_flight",
+        "link_failed", "empty",         "invalid_handle",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        status_atoms[i] = atom(env, names[i]);
+}
+
+static ERL_NIF_TERM status_atom(tidemark_status s) {
+    return s <= TIDEMARK_STATUS_INVALID_HANDLE ? status_atoms[s] : a_unknown_status;
+}
+
+/* :ok, or {:error, status} */
+static ERL_NIF_TERM ok_or_error(ErlNifEnv *env, tidemark_status s) {
+    if (s == TIDEMARK_STATUS_OK)
+        return a_ok;
+    return enif_make_tuple2(env, a_error, status_atom(s));
+}
+
+static ERL_NIF_TERM error_tuple(ErlNifEnv *env, ERL_NIF_TERM reason) {
+    return enif_make_tuple2(env, a_error, reason);
+}
+
+static ERL_NIF_TERM ok_tuple(ErlNifEnv *env, ERL_NIF_TERM value) {
+    return enif_make_tuple2(env, a_ok, value);
+}
+
+static ERL_NIF_TERM make_bool(bool b) { return b ? a_true : a_false; }
+
+static ERL_NIF_TERM make_offset(ErlNifEnv *env, tidemark_offset o) {
+    return enif_make_tuple2(env, enif_make_uint64(env, o.tx), enif_make_uint64(env, o.op));
+}
+
+static int get_u64(ErlNifEnv *env, ERL_NIF_TERM t, uint64_t *out) {
+    ErlNifUInt64 v;
+    if (!enif_get_uint64(env, t, &v))
+        return 0;
+    *out = (uint64_t)v;
+    return 1;
+}
+
+/* nil -> keep *out; non-negative integer -> *out */
+static int get_opt_u64(ErlNifEnv *env, ERL_NIF_TERM t, uint64_t *out, bool *set) {
+    if (enif_is_identical(t, a_nil)) {
+        if (set)
+            *set = false;
+        return 1;
+    }
+    if (set)
+        *set = true;
+    return get_u64(env, t, out);
+}
+
+static int get_opt_size(ErlNifEnv *env, ERL_NIF_TERM t, size_t *out) {
+    uint64_t v = *out;
+    if (!get_opt_u64(env, t, &v, NULL))
+        return 0;
+    *out = (size_t)v;
+    return 1;
+}
+
+/* {tx, op} with both non-negative 64-bit integers */
+static int get_offset(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_offset *o) {
+    int arity;
+    const ERL_NIF_TERM *el;
+    if (!enif_get_tuple(env, t, &arity, &el) || arity != 2)
+        return 0;
+    return get_u64(env, el[0], &o->tx) && get_u64(env, el[1], &o->op);
+}
+
+static int get_class(ERL_NIF_TERM t, uint32_t *class_) {
+    if (enif_is_identical(t, a_crash))
+        *class_ = TIDEMARK_DOWN_CLASS_CRASH;
+    else if (enif_is_identical(t, a_cleanup))
+        *class_ = TIDEMARK_DOWN_CLASS_CLEANUP;
+    else if (enif_is_identical(t, a_teardown))
+        *class_ = TIDEMARK_DOWN_CLASS_TEARDOWN;
+    else
+        return 0;
+    return 1;
+}
+
+static ERL_NIF_TERM reason_atom(tidemark_evict_reason r) {
+    switch (r) {
+    case TIDEMARK_EVICT_REASON_CRASHED: return a_crashed;
+    case TIDEMARK_EVICT_REASON_ORPHANED: return a_orphaned;
+    case TIDEMARK_EVICT_REASON_STALLED: return a_stalled;
+    default: return a_none;
+    }
+}
+
+static ERL_NIF_TERM trigger_atom(tidemark_trigger t) {
+    switch (t) {
+    case TIDEMARK_TRIGGER_COUNT: return a_count;
+    case TIDEMARK_TRIGGER_BYTES: return a_bytes;
+    case TIDEMARK_TRIGGER_LINGER: return a_linger;
+    case TIDEMARK_TRIGGER_FLUSH: return a_flush;
+    default: return a_stop;
+    }
+}
+
+static ERL_NIF_TERM make_map(ErlNifEnv *env, const char *const *keys, ERL_NIF_TERM *vals,
+                             size_t n) {
+    ERL_NIF_TERM ks[32];
+    ERL_NIF_TERM map;
+    for (size_t i = 0; i < n; i++)
+        ks[i] = atom(env, keys[i]);
+    if (!enif_make_map_from_arrays(env, ks, vals, n, &map))
+        return enif_make_badarg(env);
+    return map;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Resource types                                                                              */
+
+typedef struct writer_res writer_res;
+
+typedef struct {
+    tidemark_tracker *t;
+    /* Guards `segs`, `closed` and every `writer_res.state` of this tracker. */
+    ErlNifMutex *lock;
+    writer_res **segs[MAX_SEGS];
+    bool closed;
+    /* Set once at creation, read-only afterwards. */
+    bool has_subscriber;
+    ErlNifPid subscriber;
+    /* Guards `menv` and the sending of ack/event messages (in ack order). */
+    ErlNifMutex *pub_lock;
+    ErlNifEnv *menv;
+    /* ack + 1 last sent to the subscriber (0: none). Written under pub_lock; read relaxed as a
+     * hint by everyone (a stale read only costs taking pub_lock). */
+    _Atomic uint64_t sent_ack_plus1;
+    /* Closed flag mirror readable without the lock (checked by every call). */
+    atomic_bool closed_hint;
+    /* Registration bookkeeping for the table-growth prediction (under `lock`): writers
+     * registered and not unregistered, registrations in progress, and the highest slot segment
+     * known to exist in the library's table. See `register_may_grow`. */
+    uint64_t live;
+    uint64_t inflight;
+    int max_seg;
+} tracker_res;
+
+enum { W_LIVE = 0, W_DOWN = 1, W_GONE = 2 };
+
+struct writer_res {
+    tracker_res *tr; /* kept (enif_keep_resource) for the writer's lifetime */
+    uint64_t id;
+    uint32_t class_;
+    int state; /* under tr->lock */
+    ErlNifMonitor mon;
+};
+
+typedef struct {
+    tidemark_batch_buffer *b;
+} buffer_res;
+
+typedef struct {
+    _Atomic(tidemark_batch *) batch;
+    buffer_res *buf; /* kept */
+} batch_res;
+
+static ErlNifResourceType *TRACKER_RT, *WRITER_RT, *BUFFER_RT, *BATCH_RT;
+
+static tracker_res *get_tracker(ErlNifEnv *env, ERL_NIF_TERM t) {
+    void *p;
+    if (!enif_get_resource(env, t, TRACKER_RT, &p))
+        return NULL;
+    return p;
+}
+
+static buffer_res *get_buffer(ErlNifEnv *env, ERL_NIF_TERM t) {
+    void *p;
+    if (!enif_get_resource(env, t, BUFFER_RT, &p))
+        return NULL;
+    return p;
+}
+
+/* The segment (64 << seg slots) holding slot `index`, in both this binding's table and the
+ * library's (which also grows in doubling segments from 64 slots). */
+static int seg_of(uint64_t index) {
+    return 63 - __builtin_clzll(index + (1u << SEG0_BITS)) - SEG0_BITS;
+}
+
+/* Segments from this size up take too long to initialise on a normal scheduler (the library
+ * initialises every 64-byte slot of a new segment: ~2 ms for 65 536 slots measured here). */
+#define DIRTY_GROWTH_SEG 7 /* 8 192 slots */
+
+/* Could the next registration make the library allocate a large writer-table segment? Slot
+ * indexes are dense (a new index only when no freed one is left), so the new writer's index
+ * is below live + inflight + 1; growth is only possible when that bound reaches a segment not
+ * yet seen. Caller holds tr->lock. A wrong guess only costs one dirty-scheduler hop (or, if the
+ * library's layout changed, a slow register: test/scheduler_safety_test.exs would catch it). */
+static bool register_may_grow(const tracker_res *tr) {
+    int seg = seg_of(tr->live + tr->inflight);
+    return seg > tr->max_seg && seg >= DIRTY_GROWTH_SEG;
+}
+
+/* Writer table: index = slot index (low 32 bits of the id). Caller holds tr->lock. */
+static writer_res **table_slot(tracker_res *tr, uint64_t id, bool create) {
+    uint64_t x = (id & 0xffffffffu) + (1u << SEG0_BITS);
+    int hb = 63 - __builtin_clzll(x);
+    int seg = hb - SEG0_BITS;
+    uint64_t off = x - (1ull << hb);
+    if (seg < 0 || seg >= MAX_SEGS)
+        return NULL;
+    if (tr->segs[seg] == NULL) {
+        if (!create)
+            return NULL;
+        /* calloc: large segments come zeroed from mmap without touching the pages. */
+        tr->segs[seg] = calloc((size_t)1 << hb, sizeof(writer_res *));
+        if (tr->segs[seg] == NULL)
+            return NULL;
+    }
+    return &tr->segs[seg][off];
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Subscriber messages                                                                         */
+
+/* After a call that may have moved the ack (and, with `events`, queued events): send what
+ * changed to the subscriber. Cheap when nothing changed: one ack load and one relaxed load. */
+static void publish(ErlNifEnv *caller_env, tracker_res *tr, bool events) {
+    if (!tr->has_subscriber)
+        return;
+    uint64_t ack = 0;
+    bool has_ack = tidemark_tracker_ack(tr->t, &ack) == TIDEMARK_STATUS_OK;
+    if (!events &&
+        (!has_ack || ack + 1 <= atomic_load_explicit(&tr->sent_ack_plus1, memory_order_relaxed)))
+        return;
+
+    enif_mutex_lock(tr->pub_lock);
+    ERL_NIF_TERM tterm;
+    if (events) {
+        tidemark_event evs[EVENT_PAGE];
+        size_t n;
+        do {
+            n = 0;
+            if (tidemark_tracker_take_events(tr->t, evs, EVENT_PAGE, &n) != TIDEMARK_STATUS_OK)
+                break;
+            for (size_t i = 0; i < n; i++) {
+                ErlNifEnv *m = tr->menv;
+                tterm = enif_make_resource(m, tr);
+                ERL_NIF_TERM w = enif_make_uint64(m, evs[i].writer);
+                ERL_NIF_TERM msg;
+                switch (evs[i].kind) {
+                case TIDEMARK_EVENT_KIND_CHALLENGED:
+                    msg = enif_make_tuple3(m, a_tidemark_challenge, tterm, w);
+                    break;
+                case TIDEMARK_EVENT_KIND_EVICTED:
+                    msg = enif_make_tuple4(m, a_tidemark_evicted, tterm, w,
+                                           reason_atom(evs[i].reason));
+                    break;
+                default:
+                    msg = enif_make_tuple3(m, a_tidemark_removed, tterm, w);
+                    break;
+                }
+                /* A successful send invalidates menv's terms: clear it for reuse either way. */
+                enif_send(caller_env, &tr->subscriber, m, msg);
+                enif_clear_env(m);
+            }
+        } while (n == EVENT_PAGE);
+    }
+    /* Re-read under the lock: the ack only grows, so messages go out in increasing order. */
+    if (tidemark_tracker_ack(tr->t, &ack) == TIDEMARK_STATUS_OK &&
+        ack + 1 > atomic_load_explicit(&tr->sent_ack_plus1, memory_order_relaxed)) {
+        atomic_store_explicit(&tr->sent_ack_plus1, ack + 1, memory_order_relaxed);
+        ErlNifEnv *m = tr->menv;
+        tterm = enif_make_resource(m, tr);
+        ERL_NIF_TERM msg = enif_make_tuple3(m, a_tidemark_ack, tterm, enif_make_uint64(m, ack));
+        enif_send(caller_env, &tr->subscriber, m, msg);
+        enif_clear_env(m);
+    }
+    enif_mutex_unlock(tr->pub_lock);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Resource callbacks                                                                          */
+
+static void *release_thread(void *arg) {
+    writer_res **ws = arg;
+    for (size_t i = 0; ws[i] != NULL; i++)
+        enif_release_resource(ws[i]);
+    free(ws);
+    return NULL;
+}
+
+/* Marks the tracker closed and lets go of every writer resource (their monitors go with
+ * them). Returns the number of writers released. */
+static size_t close_tracker(tracker_res *tr) {
+    enif_mutex_lock(tr->lock);
+    if (tr->closed) {
+        enif_mutex_unlock(tr->lock);
+        return 0;
+    }
+    tr->closed = true;
+    atomic_store(&tr->closed_hint, true);
+    size_t n = 0;
+    for (int s = 0; s < MAX_SEGS; s++) {
+        if (!tr->segs[s])
+            continue;
+        size_t len = (size_t)1 << (s + SEG0_BITS);
+        for (size_t i = 0; i < len; i++)
+            if (tr->segs[s][i])
+                n++;
+    }
+    writer_res **ws = calloc(n + 1, sizeof *ws);
+    size_t k = 0;
+    for (int s = 0; s < MAX_SEGS; s++) {
+        if (!tr->segs[s])
+            continue;
+        size_t len = (size_t)1 << (s + SEG0_BITS);
+        for (size_t i = 0; i < len; i++) {
+            writer_res *w = tr->segs[s][i];
+            if (w) {
+                w->state = W_GONE;
+                tr->segs[s][i] = NULL;
+                if (ws)
+                    ws[k++] = w;
+            }
+        }
+    }
+    enif_mutex_unlock(tr->lock);
+    if (!ws)
+        return n; /* out of memory: the writers leak rather than crash */
+    if (k > 1024) {
+        /* Releasing many resources takes a while: not on a scheduler. */
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&th, &attr, release_thread, ws);
+        pthread_attr_destroy(&attr);
+        if (rc == 0)
+            return k;
+    }
+    release_thread(ws);
+    return k;
+}
+
+static void tracker_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tracker_res *tr = obj;
+    /* Every writer resource keeps the tracker: when this runs, the table is empty. */
+    for (int s = 0; s < MAX_SEGS; s++)
+        free(tr->segs[s]);
+    if (tr->t)
+        tidemark_tracker_free(tr->t);
+    if (tr->menv)
+        enif_free_env(tr->menv);
+    if (tr->pub_lock)
+        enif_mutex_destroy(tr->pub_lock);
+    if (tr->lock)
+        enif_mutex_destroy(tr->lock);
+}
+
+/* The tracker's owner process exited: close it (like an ETS table). */
+static void tracker_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon) {
+    (void)env;
+    (void)pid;
+    (void)mon;
+    close_tracker(obj);
+}
+
+static void writer_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    writer_res *w = obj;
+    if (w->tr)
+        enif_release_resource(w->tr);
+}
+
+/* The writer's process exited (any reason, :kill included). Runs in ERTS, no Elixir code:
+ * report it with the writer's class, publish the consequences, drop the table's reference. */
+static void writer_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon) {
+    (void)pid;
+    (void)mon;
+    writer_res *w = obj;
+    tracker_res *tr = w->tr;
+    bool live = false;
+    enif_mutex_lock(tr->lock);
+    if (w->state == W_LIVE) {
+        live = true;
+        w->state = W_DOWN;
+        writer_res **slot = table_slot(tr, w->id, false);
+        if (slot && *slot == w)
+            *slot = NULL;
+    }
+    enif_mutex_unlock(tr->lock);
+    if (!live)
+        return;
+    tidemark_tracker_down(tr->t, w->id, w->class_, tidemark_monotonic_ms());
+    publish(env, tr, true);
+    /* The table's reference (ERTS holds its own during this callback). */
+    enif_release_resource(w);
+}
+
+static void buffer_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    buffer_res *br = obj;
+    if (br->b)
+        tidemark_batch_buffer_free(br->b);
+}
+
+static void batch_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    batch_res *b = obj;
+    tidemark_batch *batch = atomic_exchange(&b->batch, NULL);
+    if (batch)
+        tidemark_batch_free(batch);
+    if (b->buf)
+        enif_release_resource(b->buf);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tracker NIFs                                                                                */
+
+#define TRACKER_ARG(var)                                                                       \
+    tracker_res *var = get_tracker(env, argv[0]);                                              \
+    if (!var)                                                                                  \
+        return enif_make_badarg(env);
+
+#define CLOSED_CHECK(tr)                                                                       \
+    if (atomic_load_explicit(&(tr)->closed_hint, memory_order_relaxed))                        \
+        return error_tuple(env, status_atoms[TIDEMARK_STATUS_CLOSED]);
+
+/* tracker_new(grace_ms | nil, initial_ack | nil, subscriber | nil, owner, max_writers | nil,
+ *             expected_writers | nil, event_capacity | nil) */
+static ERL_NIF_TERM tracker_new_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    tidemark_tracker_options o;
+    if (tidemark_tracker_options_default(&o) != TIDEMARK_STATUS_OK)
+        return error_tuple(env, a_enomem);
+    bool has_initial = false;
+    ErlNifPid sub, owner;
+    bool has_sub = !enif_is_identical(argv[2], a_nil);
+    if (!get_opt_u64(env, argv[0], &o.stall_grace_ms, NULL) ||
+        !get_opt_u64(env, argv[1], &o.initial_ack, &has_initial) ||
+        (has_sub && !enif_get_local_pid(env, argv[2], &sub)) ||
+        !enif_get_local_pid(env, argv[3], &owner) ||
+        !get_opt_size(env, argv[4], &o.max_writers) ||
+        !get_opt_size(env, argv[5], &o.expected_writers) ||
+        !get_opt_size(env, argv[6], &o.event_capacity))
+        return enif_make_badarg(env);
+    o.has_initial_ack = has_initial;
+
+    tidemark_tracker *t = NULL;
+    tidemark_status s = tidemark_tracker_new(&o, &t);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+
+    tracker_res *tr = enif_alloc_resource(TRACKER_RT, sizeof *tr);
+    memset(tr, 0, sizeof *tr);
+    tr->t = t;
+    tr->lock = enif_mutex_create("tidemark.tracker");
+    tr->pub_lock = enif_mutex_create("tidemark.tracker.pub");
+    tr->menv = enif_alloc_env();
+    tr->has_subscriber = has_sub;
+    if (has_sub)
+        tr->subscriber = sub;
+    atomic_init(&tr->sent_ack_plus1, 0);
+    atomic_init(&tr->closed_hint, false);
+    tr->max_seg = o.expected_writers > 0 ? seg_of(o.expected_writers - 1) : -1;
+    if (!tr->lock || !tr->pub_lock || !tr->menv) {
+        enif_release_resource(tr);
+        return error_tuple(env, a_enomem);
+    }
+    /* An initial ack is known from the start: it is not an advance, do not send it. */
+    uint64_t ack;
+    if (tidemark_tracker_ack(t, &ack) == TIDEMARK_STATUS_OK)
+        atomic_store(&tr->sent_ack_plus1, ack + 1);
+    ErlNifMonitor mon;
+    int rc = enif_monitor_process(env, tr, &owner, &mon);
+    ERL_NIF_TERM term = enif_make_resource(env, tr);
+    enif_release_resource(tr);
+    if (rc > 0)
+        close_tracker(tr); /* the owner is already dead */
+    return ok_tuple(env, term);
+}
+
+/* Allocating many writer slots up front takes a while: do it on a dirty scheduler. */
+static ERL_NIF_TERM nif_tracker_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    uint64_t expected = 0;
+    if (argc == 7 && get_u64(env, argv[5], &expected) &&
+        expected > ((uint64_t)1 << (SEG0_BITS + DIRTY_GROWTH_SEG)))
+        return enif_schedule_nif(env, "tracker_new_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 tracker_new_impl, argc, argv);
+    return tracker_new_impl(env, argc, argv);
+}
+
+static ERL_NIF_TERM nif_tracker_close(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    close_tracker(tr);
+    return a_ok;
+}
+
+/* tracker_register(t, pid, class) -> {:ok, id}. Runs on a normal scheduler, or rescheduled
+ * onto a dirty CPU one when it may grow the library's writer table (see register_may_grow). */
+static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    TRACKER_ARG(tr);
+    ErlNifPid pid;
+    uint32_t class_;
+    if (!enif_get_local_pid(env, argv[1], &pid) || !get_class(argv[2], &class_))
+        return enif_make_badarg(env);
+    CLOSED_CHECK(tr);
+
+    enif_mutex_lock(tr->lock);
+    if (register_may_grow(tr) && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
+        enif_mutex_unlock(tr->lock);
+        return enif_schedule_nif(env, "tracker_register_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 register_impl, argc, argv);
+    }
+    tr->inflight++;
+    enif_mutex_unlock(tr->lock);
+
+    uint64_t id;
+    tidemark_status s = tidemark_tracker_register(tr->t, &id);
+
+    enif_mutex_lock(tr->lock);
+    tr->inflight--;
+    if (s == TIDEMARK_STATUS_OK) {
+        tr->live++;
+        int seg = seg_of(id & 0xffffffffu);
+        if (seg > tr->max_seg)
+            tr->max_seg = seg;
+    }
+    enif_mutex_unlock(tr->lock);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+
+    writer_res *w = enif_alloc_resource(WRITER_RT, sizeof *w);
+    memset(w, 0, sizeof *w);
+    w->tr = tr;
+    enif_keep_resource(tr);
+    w->id = id;
+    w->class_ = class_;
+    w->state = W_LIVE;
+
+    enif_mutex_lock(tr->lock);
+    writer_res **slot = tr->closed ? NULL : table_slot(tr, id, true);
+    if (!slot) {
+        bool closed = tr->closed;
+        enif_mutex_unlock(tr->lock);
+        enif_release_resource(w);
+        if (tidemark_tracker_unregister(tr->t, id) == TIDEMARK_STATUS_OK) {
+            enif_mutex_lock(tr->lock);
+            tr->live--;
+            enif_mutex_unlock(tr->lock);
+        }
+        return error_tuple(env, closed ? status_atoms[TIDEMARK_STATUS_CLOSED] : a_enomem);
+    }
+    /* The table owns the allocation reference. Insert before monitoring: the down callback
+     * may run on another scheduler as soon as the monitor exists (it waits for the lock). */
+    *slot = w;
+    int rc = enif_monitor_process(env, w, &pid, &w->mon);
+    bool dead = rc != 0;
+    if (dead) {
+        w->state = W_DOWN;
+        *slot = NULL;
+    }
+    enif_mutex_unlock(tr->lock);
+
+    if (dead) {
+        /* Already dead at registration: report it now, exactly as the monitor would. */
+        tidemark_tracker_down(tr->t, id, class_, tidemark_monotonic_ms());
+        enif_release_resource(w);
+        publish(env, tr, true);
+    }
+    return ok_tuple(env, enif_make_uint64(env, id));
+}
+
+static ERL_NIF_TERM nif_tracker_register(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    return register_impl(env, argc, argv);
+}
+
+static int get_writer(ErlNifEnv *env, ERL_NIF_TERM t, uint64_t *id) { return get_u64(env, t, id); }
+
+static ERL_NIF_TERM nif_tracker_unregister(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t id;
+    if (!get_writer(env, argv[1], &id))
+        return enif_make_badarg(env);
+    writer_res *w = NULL;
+    enif_mutex_lock(tr->lock);
+    writer_res **slot = table_slot(tr, id, false);
+    if (slot && *slot && (*slot)->id == id) {
+        w = *slot;
+        *slot = NULL;
+        w->state = W_GONE;
+    }
+    enif_mutex_unlock(tr->lock);
+    if (w) {
+        enif_demonitor_process(env, w, &w->mon);
+        enif_release_resource(w);
+    }
+    tidemark_status s = tidemark_tracker_unregister(tr->t, id);
+    if (s == TIDEMARK_STATUS_OK) {
+        enif_mutex_lock(tr->lock);
+        tr->live--;
+        enif_mutex_unlock(tr->lock);
+    }
+    return ok_or_error(env, s);
+}
+
+static ERL_NIF_TERM nif_tracker_down(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t id;
+    uint32_t class_;
+    if (!get_writer(env, argv[1], &id) || !get_class(argv[2], &class_))
+        return enif_make_badarg(env);
+    CLOSED_CHECK(tr);
+    tidemark_status s = tidemark_tracker_down(tr->t, id, class_, tidemark_monotonic_ms());
+    publish(env, tr, true);
+    return ok_or_error(env, s);
+}
+
+static ERL_NIF_TERM nif_tracker_writer_status(ErlNifEnv *env, int argc,
+                                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t id;
+    if (!get_writer(env, argv[1], &id))
+        return enif_make_badarg(env);
+    tidemark_writer_status st;
+    tidemark_status s = tidemark_tracker_writer_status(tr->t, id, &st);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    switch (st.state) {
+    case TIDEMARK_WRITER_STATE_IDLE: return ok_tuple(env, a_idle);
+    case TIDEMARK_WRITER_STATE_PENDING: return ok_tuple(env, a_pending);
+    default: return ok_tuple(env, enif_make_tuple2(env, a_evicted, reason_atom(st.reason)));
+    }
+}
+
+/* tracker_commit(t, {tx, op}, [writer]) */
+static ERL_NIF_TERM commit_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    tidemark_offset off;
+    unsigned len;
+    if (!get_offset(env, argv[1], &off) || !enif_get_list_length(env, argv[2], &len))
+        return enif_make_badarg(env);
+    uint64_t stack[16];
+    uint64_t *ws = len <= 16 ? stack : enif_alloc(sizeof(uint64_t) * len);
+    if (!ws)
+        return error_tuple(env, a_enomem);
+    ERL_NIF_TERM list = argv[2], head;
+    for (unsigned i = 0; i < len; i++) {
+        enif_get_list_cell(env, list, &head, &list);
+        if (!get_writer(env, head, &ws[i])) {
+            if (ws != stack)
+                enif_free(ws);
+            return enif_make_badarg(env);
+        }
+    }
+    ERL_NIF_TERM ret;
+    if (atomic_load_explicit(&tr->closed_hint, memory_order_relaxed)) {
+        ret = error_tuple(env, status_atoms[TIDEMARK_STATUS_CLOSED]);
+    } else {
+        tidemark_status s = tidemark_tracker_commit(tr->t, off, len ? ws : NULL, len,
+                                                    tidemark_monotonic_ms());
+        publish(env, tr, false);
+        ret = ok_or_error(env, s);
+    }
+    if (ws != stack)
+        enif_free(ws);
+    return ret;
+}
+
+static ERL_NIF_TERM nif_tracker_commit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    unsigned len;
+    if (argc == 3 && enif_get_list_length(env, argv[2], &len) && len > DIRTY_ITEMS)
+        return enif_schedule_nif(env, "tracker_commit_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 commit_impl, argc, argv);
+    return commit_impl(env, argc, argv);
+}
+
+static ERL_NIF_TERM nif_tracker_flushed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t id;
+    tidemark_offset off;
+    if (!get_writer(env, argv[1], &id) || !get_offset(env, argv[2], &off))
+        return enif_make_badarg(env);
+    CLOSED_CHECK(tr);
+    tidemark_status s = tidemark_tracker_flushed(tr->t, id, off, tidemark_monotonic_ms());
+    publish(env, tr, false);
+    return ok_or_error(env, s);
+}
+
+/* tracker_flushed_many(t, [{writer, {tx, op}}]) -> {:ok, [{writer, reason}]} (failures only) */
+static ERL_NIF_TERM flushed_many_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    unsigned len;
+    if (!enif_get_list_length(env, argv[1], &len))
+        return enif_make_badarg(env);
+    enum { STACK = 64 };
+    uint64_t ws_s[STACK];
+    tidemark_offset os_s[STACK];
+    tidemark_status st_s[STACK];
+    bool heap = len > STACK;
+    uint64_t *ws = heap ? enif_alloc(sizeof *ws * len) : ws_s;
+    tidemark_offset *os = heap ? enif_alloc(sizeof *os * len) : os_s;
+    tidemark_status *st = heap ? enif_alloc(sizeof *st * len) : st_s;
+    ERL_NIF_TERM ret;
+    if (!ws || !os || !st) {
+        ret = error_tuple(env, a_enomem);
+        goto out;
+    }
+    ERL_NIF_TERM list = argv[1], head;
+    for (unsigned i = 0; i < len; i++) {
+        int arity;
+        const ERL_NIF_TERM *el;
+        enif_get_list_cell(env, list, &head, &list);
+        if (!enif_get_tuple(env, head, &arity, &el) || arity != 2 ||
+            !get_writer(env, el[0], &ws[i]) || !get_offset(env, el[1], &os[i])) {
+            ret = enif_make_badarg(env);
+            goto out;
+        }
+    }
+    if (atomic_load_explicit(&tr->closed_hint, memory_order_relaxed)) {
+        ret = error_tuple(env, status_atoms[TIDEMARK_STATUS_CLOSED]);
+        goto out;
+    }
+    size_t failed = 0;
+    tidemark_status s = tidemark_tracker_flushed_many(tr->t, len ? ws : NULL, len ? os : NULL,
+                                                      len, tidemark_monotonic_ms(),
+                                                      len ? st : NULL, &failed);
+    publish(env, tr, false);
+    if (s != TIDEMARK_STATUS_OK) {
+        ret = ok_or_error(env, s);
+        goto out;
+    }
+    ERL_NIF_TERM fails = enif_make_list(env, 0);
+    for (unsigned i = len; failed > 0 && i-- > 0;) {
+        if (st[i] != TIDEMARK_STATUS_OK)
+            fails = enif_make_list_cell(
+                env, enif_make_tuple2(env, enif_make_uint64(env, ws[i]), status_atom(st[i])),
+                fails);
+    }
+    ret = ok_tuple(env, fails);
+out:
+    if (heap) {
+        enif_free(ws);
+        enif_free(os);
+        enif_free(st);
+    }
+    return ret;
+}
+
+static ERL_NIF_TERM nif_tracker_flushed_many(ErlNifEnv *env, int argc,
+                                             const ERL_NIF_TERM argv[]) {
+    unsigned len;
+    if (argc == 2 && enif_get_list_length(env, argv[1], &len) && len > DIRTY_ITEMS)
+        return enif_schedule_nif(env, "tracker_flushed_many_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 flushed_many_impl, argc, argv);
+    return flushed_many_impl(env, argc, argv);
+}
+
+/* remove / touch / pause / resume: (t, writer) */
+static ERL_NIF_TERM nif_tracker_remove(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t id;
+    if (!get_writer(env, argv[1], &id))
+        return enif_make_badarg(env);
+    CLOSED_CHECK(tr);
+    tidemark_status s = tidemark_tracker_remove(tr->t, id);
+    publish(env, tr, true);
+    return ok_or_error(env, s);
+}
+
+static ERL_NIF_TERM nif_tracker_touch(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t id;
+    if (!get_writer(env, argv[1], &id))
+        return enif_make_badarg(env);
+    CLOSED_CHECK(tr);
+    return ok_or_error(env, tidemark_tracker_touch(tr->t, id, tidemark_monotonic_ms()));
+}
+
+static ERL_NIF_TERM nif_tracker_pause(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t id;
+    if (!get_writer(env, argv[1], &id))
+        return enif_make_badarg(env);
+    CLOSED_CHECK(tr);
+    return ok_or_error(env, tidemark_tracker_pause(tr->t, id));
+}
+
+static ERL_NIF_TERM nif_tracker_resume(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t id;
+    if (!get_writer(env, argv[1], &id))
+        return enif_make_badarg(env);
+    CLOSED_CHECK(tr);
+    return ok_or_error(env, tidemark_tracker_resume(tr->t, id, tidemark_monotonic_ms()));
+}
+
+/* Dirty CPU: a sweep costs O(expired · log n), unbounded when many writers expire at once. */
+static ERL_NIF_TERM nif_tracker_sweep(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    CLOSED_CHECK(tr);
+    tidemark_sweep_outcome out;
+    tidemark_status s = tidemark_tracker_sweep(tr->t, tidemark_monotonic_ms(), &out);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    publish(env, tr, out.challenged + out.evicted > 0);
+    static const char *const keys[] = {"challenged", "evicted"};
+    ERL_NIF_TERM vals[] = {enif_make_uint64(env, out.challenged),
+                           enif_make_uint64(env, out.evicted)};
+    return ok_tuple(env, make_map(env, keys, vals, 2));
+}
+
+static ERL_NIF_TERM nif_tracker_ack(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t ack;
+    tidemark_status s = tidemark_tracker_ack(tr->t, &ack);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    return ok_tuple(env, enif_make_uint64(env, ack));
+}
+
+static ERL_NIF_TERM nif_tracker_pinning(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    tidemark_pinning p;
+    tidemark_status s = tidemark_tracker_pinning(tr->t, tidemark_monotonic_ms(), &p);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    static const char *const keys[] = {"writer", "owes", "flushed", "ms_since_progress",
+                                       "paused", "challenged", "orphaned"};
+    ERL_NIF_TERM vals[] = {
+        enif_make_uint64(env, p.writer),
+        make_offset(env, p.owes),
+        p.has_flushed ? make_offset(env, p.flushed) : a_nil,
+        enif_make_uint64(env, p.ms_since_progress),
+        make_bool(p.paused),
+        make_bool(p.challenged),
+        make_bool(p.orphaned),
+    };
+    return ok_tuple(env, make_map(env, keys, vals, 7));
+}
+
+static ERL_NIF_TERM nif_tracker_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    tidemark_tracker_counters c;
+    tidemark_status s = tidemark_tracker_stats(tr->t, tidemark_monotonic_ms(), &c);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    static const char *const keys[] = {
+        "ack",        "last_seen",       "ack_lag",          "ack_advances",   "registered",
+        "pending",    "commits",         "flushes",          "late_flushes",   "removes",
+        "challenges", "evicted_crashed", "evicted_orphaned", "evicted_stalled", "events_dropped",
+        "memory_bytes",
+    };
+    ERL_NIF_TERM vals[] = {
+        c.has_ack ? enif_make_uint64(env, c.ack) : a_nil,
+        c.has_last_seen ? make_offset(env, c.last_seen) : a_nil,
+        enif_make_uint64(env, c.ack_lag),
+        enif_make_uint64(env, c.ack_advances),
+        enif_make_uint64(env, c.registered),
+        enif_make_uint64(env, c.pending),
+        enif_make_uint64(env, c.commits),
+        enif_make_uint64(env, c.flushes),
+        enif_make_uint64(env, c.late_flushes),
+        enif_make_uint64(env, c.removes),
+        enif_make_uint64(env, c.challenges),
+        enif_make_uint64(env, c.evicted_crashed),
+        enif_make_uint64(env, c.evicted_orphaned),
+        enif_make_uint64(env, c.evicted_stalled),
+        enif_make_uint64(env, c.events_dropped),
+        enif_make_uint64(env, c.memory_bytes),
+    };
+    return ok_tuple(env, make_map(env, keys, vals, sizeof vals / sizeof vals[0]));
+}
+
+/* Polling alternative to the subscriber: up to 256 events, oldest first. */
+static ERL_NIF_TERM nif_tracker_take_events(ErlNifEnv *env, int argc,
+                                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    tidemark_event evs[256];
+    size_t n = 0;
+    tidemark_status s = tidemark_tracker_take_events(tr->t, evs, 256, &n);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (size_t i = n; i-- > 0;) {
+        ERL_NIF_TERM w = enif_make_uint64(env, evs[i].writer), e;
+        switch (evs[i].kind) {
+        case TIDEMARK_EVENT_KIND_CHALLENGED: e = enif_make_tuple2(env, a_challenge, w); break;
+        case TIDEMARK_EVENT_KIND_EVICTED:
+            e = enif_make_tuple3(env, a_evicted, w, reason_atom(evs[i].reason));
+            break;
+        default: e = enif_make_tuple2(env, a_removed, w); break;
+        }
+        list = enif_make_list_cell(env, e, list);
+    }
+    return ok_tuple(env, list);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Batch buffer NIFs                                                                           */
+
+#define BUFFER_ARG(var)                                                                        \
+    buffer_res *var = get_buffer(env, argv[0]);                                                \
+    if (!var)                                                                                  \
+        return enif_make_badarg(env);
+
+/* buffer_new(max_messages, max_bytes, linger_us, capacity_messages, capacity_bytes,
+ *            max_inflight_batches), each nil for the default */
+static ERL_NIF_TERM nif_buffer_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    tidemark_batch_config c;
+    if (tidemark_batch_config_default(&c) != TIDEMARK_STATUS_OK)
+        return error_tuple(env, a_enomem);
+    if (!get_opt_size(env, argv[0], &c.max_messages) ||
+        !get_opt_u64(env, argv[1], &c.max_bytes, NULL) ||
+        !get_opt_u64(env, argv[2], &c.linger_us, NULL) ||
+        !get_opt_size(env, argv[3], &c.capacity_messages) ||
+        !get_opt_u64(env, argv[4], &c.capacity_bytes, NULL) ||
+        !get_opt_size(env, argv[5], &c.max_inflight_batches))
+        return enif_make_badarg(env);
+    tidemark_batch_buffer *b = NULL;
+    tidemark_status s = tidemark_batch_buffer_new(&c, &b);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    buffer_res *br = enif_alloc_resource(BUFFER_RT, sizeof *br);
+    br->b = b;
+    ERL_NIF_TERM term = enif_make_resource(env, br);
+    enif_release_resource(br);
+    return ok_tuple(env, term);
+}
+
+/* binary | {binary, {tx, op} | nil} */
+static int get_message(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_message *m) {
+    ErlNifBinary bin;
+    int arity;
+    const ERL_NIF_TERM *el;
+    memset(m, 0, sizeof *m);
+    if (enif_get_tuple(env, t, &arity, &el)) {
+        if (arity != 2 || !enif_inspect_binary(env, el[0], &bin))
+            return 0;
+        if (!enif_is_identical(el[1], a_nil)) {
+            if (!get_offset(env, el[1], &m->offset))
+                return 0;
+            m->has_offset = true;
+        }
+    } else if (!enif_inspect_binary(env, t, &bin)) {
+        return 0;
+    }
+    m->data = bin.size ? bin.data : NULL;
+    m->len = bin.size;
+    return 1;
+}
+
+static ERL_NIF_TERM nif_buffer_push(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    tidemark_message m;
+    if (!get_message(env, argv[1], &m))
+        return enif_make_badarg(env);
+    return ok_or_error(env, tidemark_batch_buffer_try_push(br->b, &m));
+}
+
+/* {:ok, n} when all n were taken; {:error, reason, accepted} otherwise. */
+static ERL_NIF_TERM push_many_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    unsigned len;
+    if (!enif_get_list_length(env, argv[1], &len))
+        return enif_make_badarg(env);
+    tidemark_message stack[32];
+    tidemark_message *ms = len <= 32 ? stack : enif_alloc(sizeof *ms * len);
+    if (!ms)
+        return error_tuple(env, a_enomem);
+    ERL_NIF_TERM list = argv[1], head, ret;
+    for (unsigned i = 0; i < len; i++) {
+        enif_get_list_cell(env, list, &head, &list);
+        if (!get_message(env, head, &ms[i])) {
+            ret = enif_make_badarg(env);
+            goto out;
+        }
+    }
+    size_t accepted = 0;
+    tidemark_status refusal = TIDEMARK_STATUS_OK;
+    tidemark_status s =
+        tidemark_batch_buffer_push_many(br->b, len ? ms : NULL, len, &accepted, &refusal);
+    if (s != TIDEMARK_STATUS_OK)
+        ret = ok_or_error(env, s);
+    else if (refusal == TIDEMARK_STATUS_OK)
+        ret = ok_tuple(env, enif_make_uint64(env, accepted));
+    else
+        ret = enif_make_tuple3(env, a_error, status_atom(refusal), enif_make_uint64(env, accepted));
+out:
+    if (ms != stack)
+        enif_free(ms);
+    return ret;
+}
+
+static ERL_NIF_TERM nif_buffer_push_many(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    unsigned len;
+    if (argc == 2 && enif_get_list_length(env, argv[1], &len) && len > DIRTY_ITEMS)
+        return enif_schedule_nif(env, "buffer_push_many_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 push_many_impl, argc, argv);
+    return push_many_impl(env, argc, argv);
+}
+
+/* {:ok, {batch_ref, id, [{payload, offset | nil}], highest_offset | nil, trigger}} built from
+ * a batch resource whose handle is still owned by it. */
+static ERL_NIF_TERM build_batch(ErlNifEnv *env, batch_res *b, ERL_NIF_TERM bterm) {
+    tidemark_batch *batch = atomic_load(&b->batch);
+    tidemark_batch_summary sum;
+    tidemark_status s = tidemark_batch_info(batch, &sum);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    tidemark_message *ms = enif_alloc(sizeof *ms * (sum.len ? sum.len : 1));
+    if (!ms)
+        return error_tuple(env, a_enomem);
+    size_t n = 0;
+    s = tidemark_batch_messages(batch, ms, sum.len, &n);
+    if (s != TIDEMARK_STATUS_OK) {
+        enif_free(ms);
+        return ok_or_error(env, s);
+    }
+    /* One binary for every payload, sub-binaries per message: one allocation, one copy. */
+    ERL_NIF_TERM whole;
+    unsigned char *dst = enif_make_new_binary(env, (size_t)sum.bytes, &whole);
+    size_t written = 0;
+    if (sum.bytes > 0)
+        s = tidemark_batch_copy_payloads(batch, dst, (size_t)sum.bytes, &written);
+    if (s != TIDEMARK_STATUS_OK) {
+        enif_free(ms);
+        return ok_or_error(env, s);
+    }
+    size_t pos = sum.bytes;
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (size_t i = n; i-- > 0;) {
+        pos -= ms[i].len;
+        ERL_NIF_TERM payload = enif_make_sub_binary(env, whole, pos, ms[i].len);
+        ERL_NIF_TERM off = ms[i].has_offset ? make_offset(env, ms[i].offset) : a_nil;
+        list = enif_make_list_cell(env, enif_make_tuple2(env, payload, off), list);
+    }
+    enif_free(ms);
+    ERL_NIF_TERM info[] = {
+        bterm,
+        enif_make_uint64(env, sum.id),
+        list,
+        sum.has_offset ? make_offset(env, sum.highest_offset) : a_nil,
+        trigger_atom(sum.trigger),
+    };
+    return ok_tuple(env, enif_make_tuple_from_array(env, info, 5));
+}
+
+static ERL_NIF_TERM build_batch_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *p;
+    if (!enif_get_resource(env, argv[0], BATCH_RT, &p))
+        return enif_make_badarg(env);
+    return build_batch(env, p, argv[0]);
+}
+
+/* {:ok, batch_tuple} | {:would_block, wait_us | :infinity} | {:error, :closed} */
+static ERL_NIF_TERM nif_buffer_poll_batch(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    tidemark_batch *batch = NULL;
+    uint64_t wait_us = 0;
+    tidemark_status s = tidemark_batch_buffer_poll_batch(br->b, &batch, &wait_us);
+    if (s == TIDEMARK_STATUS_WOULD_BLOCK)
+        return enif_make_tuple2(env, a_would_block,
+                                wait_us == UINT64_MAX ? a_infinity
+                                                      : enif_make_uint64(env, wait_us));
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    batch_res *b = enif_alloc_resource(BATCH_RT, sizeof *b);
+    atomic_init(&b->batch, batch);
+    b->buf = br;
+    enif_keep_resource(br);
+    ERL_NIF_TERM bterm = enif_make_resource(env, b);
+    enif_release_resource(b);
+    tidemark_batch_summary sum;
+    if (tidemark_batch_info(batch, &sum) == TIDEMARK_STATUS_OK &&
+        (sum.len > DIRTY_BATCH_MESSAGES || sum.bytes > DIRTY_BATCH_BYTES)) {
+        ERL_NIF_TERM args[] = {bterm};
+        return enif_schedule_nif(env, "buffer_build_batch_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 build_batch_dirty, 1, args);
+    }
+    return build_batch(env, b, bterm);
+}
+
+static ERL_NIF_TERM settle(ErlNifEnv *env, const ERL_NIF_TERM argv[], int requeue) {
+    buffer_res *br = get_buffer(env, argv[0]);
+    void *p;
+    if (!br || !enif_get_resource(env, argv[1], BATCH_RT, &p))
+        return enif_make_badarg(env);
+    batch_res *b = p;
+    /* Consume the handle exactly once, even under racing acks. */
+    tidemark_batch *batch = atomic_exchange(&b->batch, NULL);
+    if (!batch)
+        return error_tuple(env, status_atoms[TIDEMARK_STATUS_NOT_IN_FLIGHT]);
+    tidemark_status s = requeue < 0 ? tidemark_batch_buffer_ack(br->b, batch)
+                                    : tidemark_batch_buffer_nack(br->b, batch, requeue > 0);
+    if (s == TIDEMARK_STATUS_NULL_ARGUMENT || s == TIDEMARK_STATUS_INVALID_HANDLE)
+        tidemark_batch_free(batch); /* not consumed by the call */
+    return ok_or_error(env, s);
+}
+
+static ERL_NIF_TERM nif_buffer_ack(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    return settle(env, argv, -1);
+}
+
+static ERL_NIF_TERM nif_buffer_nack(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    if (!enif_is_identical(argv[2], a_true) && !enif_is_identical(argv[2], a_false))
+        return enif_make_badarg(env);
+    return settle(env, argv, enif_is_identical(argv[2], a_true) ? 1 : 0);
+}
+
+/* Registered twice: normal scheduler (timeout 0: only marks) and dirty IO (waits). */
+static ERL_NIF_TERM nif_buffer_flush(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    uint64_t timeout;
+    if (!get_u64(env, argv[1], &timeout))
+        return enif_make_badarg(env);
+    if (timeout > 0 && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
+        return enif_make_badarg(env); /* a waiting flush must use the dirty entry */
+    return ok_or_error(env, tidemark_batch_buffer_flush(br->b, timeout));
+}
+
+/* Dirty IO: waits up to the deadline for the sink, then returns the report. */
+static ERL_NIF_TERM nif_buffer_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    uint64_t timeout;
+    if (!get_u64(env, argv[1], &timeout))
+        return enif_make_badarg(env);
+    tidemark_stop_report *r = NULL;
+    tidemark_status s = tidemark_batch_buffer_stop(br->b, timeout, &r);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    tidemark_stop_counts c;
+    s = tidemark_stop_report_counts(r, &c);
+    if (s != TIDEMARK_STATUS_OK) {
+        tidemark_stop_report_free(r);
+        return ok_or_error(env, s);
+    }
+    /* Handed-back messages, in order, copied out page by page. */
+    ERL_NIF_TERM *items = enif_alloc(sizeof(ERL_NIF_TERM) * (c.handed_back ? c.handed_back : 1));
+    if (!items) {
+        tidemark_stop_report_free(r);
+        return error_tuple(env, a_enomem);
+    }
+    tidemark_handed_back page[256];
+    size_t start = 0, got;
+    do {
+        got = 0;
+        s = tidemark_stop_report_handed_back(r, start, page, 256, &got);
+        if (s != TIDEMARK_STATUS_OK)
+            break;
+        for (size_t i = 0; i < got && start + i < c.handed_back; i++) {
+            ERL_NIF_TERM bin;
+            unsigned char *d = enif_make_new_binary(env, page[i].message.len, &bin);
+            if (page[i].message.len)
+                memcpy(d, page[i].message.data, page[i].message.len);
+            items[start + i] = enif_make_tuple3(
+                env, bin,
+                page[i].message.has_offset ? make_offset(env, page[i].message.offset) : a_nil,
+                make_bool(page[i].outcome_unknown));
+        }
+        start += got;
+    } while (got == 256 && start < c.handed_back);
+    tidemark_stop_report_free(r);
+    if (s != TIDEMARK_STATUS_OK) {
+        enif_free(items);
+        return ok_or_error(env, s);
+    }
+    ERL_NIF_TERM list = enif_make_list_from_array(env, items, (unsigned)start);
+    enif_free(items);
+    static const char *const keys[] = {"accepted",          "delivered",       "failed",
+                                       "handed_back",       "in_flight_unknown",
+                                       "unknown_batches",   "timed_out",       "handed_back_count"};
+    ERL_NIF_TERM vals[] = {
+        enif_make_uint64(env, c.accepted),          enif_make_uint64(env, c.delivered),
+        enif_make_uint64(env, c.failed),            list,
+        enif_make_uint64(env, c.in_flight_unknown), enif_make_uint64(env, c.unknown_batches),
+        make_bool(c.timed_out),                     enif_make_uint64(env, c.handed_back),
+    };
+    return ok_tuple(env, make_map(env, keys, vals, 8));
+}
+
+static ERL_NIF_TERM nif_buffer_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    tidemark_batch_buffer_counters c;
+    tidemark_status s = tidemark_batch_buffer_stats(br->b, &c);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    static const char *const keys[] = {
+        "accepted",    "rejected_full",   "rejected_stopping", "rejected_closed",
+        "rejected_too_large", "batches",  "delivered",         "failed",
+        "requeued",    "handed_back",     "queued_messages",   "queued_bytes",
+        "in_flight_batches", "in_flight_messages", "link_errors",
+    };
+    uint64_t v[] = {c.accepted,          c.rejected_full,      c.rejected_stopping,
+                    c.rejected_closed,   c.rejected_too_large, c.batches,
+                    c.delivered,         c.failed,             c.requeued,
+                    c.handed_back,       c.queued_messages,    c.queued_bytes,
+                    c.in_flight_batches, c.in_flight_messages, c.link_errors};
+    ERL_NIF_TERM vals[15];
+    for (size_t i = 0; i < 15; i++)
+        vals[i] = enif_make_uint64(env, v[i]);
+    return ok_tuple(env, make_map(env, keys, vals, 15));
+}
+
+/* Test support: {os_thread_id, cpu_ns}: the calling scheduler thread and its CPU clock. The
+ * CPU time a NIF call consumes on its scheduler thread is immune to the OS preempting that
+ * thread (which a wall clock on a shared machine is not): see test/scheduler_safety_test.exs. */
+static ERL_NIF_TERM nif_thread_clock(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return error_tuple(env, a_enomem);
+    return enif_make_tuple2(env, enif_make_long(env, (long)syscall(SYS_gettid)),
+                            enif_make_int64(env, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec));
+}
+
+static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_make_string(env, tidemark_version(), ERL_NIF_LATIN1);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Load                                                                                        */
+
+static int open_types(ErlNifEnv *env) {
+    ErlNifResourceTypeInit tracker_init = {.dtor = tracker_dtor, .down = tracker_down};
+    ErlNifResourceTypeInit writer_init = {.dtor = writer_dtor, .down = writer_down};
+    ErlNifResourceTypeInit buffer_init = {.dtor = buffer_dtor};
+    ErlNifResourceTypeInit batch_init = {.dtor = batch_dtor};
+    ErlNifResourceFlags flags = ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER;
+    TRACKER_RT = enif_open_resource_type_x(env, "tidemark_tracker", &tracker_init, flags, NULL);
+    WRITER_RT = enif_open_resource_type_x(env, "tidemark_writer", &writer_init, flags, NULL);
+    BUFFER_RT = enif_open_resource_type_x(env, "tidemark_buffer", &buffer_init, flags, NULL);
+    BATCH_RT = enif_open_resource_type_x(env, "tidemark_batch", &batch_init, flags, NULL);
+    return TRACKER_RT && WRITER_RT && BUFFER_RT && BATCH_RT ? 0 : -1;
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)priv;
+    (void)info;
+    init_atoms(env);
+    return open_types(env);
+}
+
+static int upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM info) {
+    (void)priv;
+    (void)old_priv;
+    (void)info;
+    init_atoms(env);
+    return open_types(env);
+}
+
+static ErlNifFunc funcs[] = {
+    {"version", 0, nif_version, 0},
+    {"thread_clock", 0, nif_thread_clock, 0},
+    {"tracker_new", 7, nif_tracker_new, 0},
+    {"tracker_close", 1, nif_tracker_close, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"tracker_register", 3, nif_tracker_register, 0},
+    {"tracker_unregister", 2, nif_tracker_unregister, 0},
+    {"tracker_down", 3, nif_tracker_down, 0},
+    {"tracker_writer_status", 2, nif_tracker_writer_status, 0},
+    {"tracker_commit", 3, nif_tracker_commit, 0},
+    {"tracker_flushed", 3, nif_tracker_flushed, 0},
+    {"tracker_flushed_many", 2, nif_tracker_flushed_many, 0},
+    {"tracker_remove", 2, nif_tracker_remove, 0},
+    {"tracker_touch", 2, nif_tracker_touch, 0},
+    {"tracker_pause", 2, nif_tracker_pause, 0},
+    {"tracker_resume", 2, nif_tracker_resume, 0},
+    {"tracker_sweep", 1, nif_tracker_sweep, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"tracker_ack", 1, nif_tracker_ack, 0},
+    {"tracker_pinning", 1, nif_tracker_pinning, 0},
+    {"tracker_stats", 1, nif_tracker_stats, 0},
+    {"tracker_take_events", 1, nif_tracker_take_events, 0},
+    {"buffer_new", 6, nif_buffer_new, 0},
+    {"buffer_push", 2, nif_buffer_push, 0},
+    {"buffer_push_many", 2, nif_buffer_push_many, 0},
+    {"buffer_poll_batch", 1, nif_buffer_poll_batch, 0},
+    {"buffer_ack", 2, nif_buffer_ack, 0},
+    {"buffer_nack", 3, nif_buffer_nack, 0},
+    {"buffer_flush", 2, nif_buffer_flush, 0},
+    {"buffer_flush_wait", 2, nif_buffer_flush, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"buffer_stop", 2, nif_buffer_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"buffer_stats", 1, nif_buffer_stats, 0},
+};
+
+ERL_NIF_INIT(Elixir.Tidemark.Native, funcs, load, NULL, upgrade, NULL)

@@ -1,0 +1,191 @@
+defmodule Tidemark.Tracker do
+  @moduledoc """
+  An exact flush-offset tracker (DOMAIN.md §3) with kill-proof liveness (§4).
+
+  A collector commits each transaction with the writers it was delivered to; writers report what
+  they flushed; `ack/1` is the position the source may be acknowledged up to. Writers are
+  registered with their pid: the NIF monitors the process itself (`enif_monitor_process`), so a
+  writer killed with `Process.exit(pid, :kill)`, by a brutal-kill supervisor shutdown, or for any
+  other reason is reported to the tracker with the class chosen at registration — no Elixir code
+  has to run. `sweep/1` evicts writers that stopped making progress.
+
+  ## Messages
+
+  With `subscriber: pid`, that process receives (in this order for one call: events, then ack)
+
+    * `{:tidemark_ack, tracker, ack}` — the ack advanced (values only grow; several advances
+      between two calls are coalesced into one message);
+    * `{:tidemark_evicted, tracker, writer, reason}` — `reason` is `:crashed`, `:orphaned` or
+      `:stalled`; the writer no longer pins the ack and its later reports are refused with
+      `{:error, :evicted_writer}` until it is unregistered;
+    * `{:tidemark_challenge, tracker, writer}` — no flush progress for the grace period: answer
+      with `touch/2` (or a flush) before the next sweep, or it is evicted;
+    * `{:tidemark_removed, tracker, writer}` — `remove/2`, or a `:cleanup` down.
+
+  Without a subscriber, poll `ack/1` and `take_events/1`.
+
+  ## Lifetime
+
+  The tracker is owned by the process that created it (option `:owner`), like an ETS table:
+  when the owner exits, or on `close/1`, every writer monitor is dropped and later calls return
+  `{:error, :closed}`. The native tracker is freed when the last reference to it is garbage
+  collected. A writer's registration (and its slot) lasts until `unregister/2`: unregister
+  writers once their eviction is handled.
+
+  All functions take the tracker's monotonic clock (`tidemark_monotonic_ms`) as `now`.
+  Malformed arguments raise `ArgumentError`.
+  """
+
+  alias Tidemark.Native
+
+  @type t :: reference()
+  @type writer :: non_neg_integer()
+  @type down_class :: :crash | :cleanup | :teardown
+
+  @new_opts [
+    :grace_ms,
+    :initial_ack,
+    :subscriber,
+    :owner,
+    :max_writers,
+    :expected_writers,
+    :event_capacity
+  ]
+
+  @doc """
+  Creates a tracker.
+
+  Options:
+
+    * `:grace_ms` — progress timeout before a pending writer is challenged (default 60 000);
+    * `:initial_ack` — the ack before the first commit (e.g. the slot's confirmed position),
+      a floor the ack never goes below;
+    * `:subscriber` — a pid that receives ack and event messages (default: none, poll instead);
+    * `:owner` — the process whose exit closes the tracker (default `self()`);
+    * `:max_writers`, `:expected_writers`, `:event_capacity` — see `tidemark_tracker_options`.
+  """
+  @spec new(keyword()) :: {:ok, t()} | {:error, Tidemark.reason()}
+  def new(opts \\ []) do
+    opts = validate!(opts, @new_opts)
+
+    Native.tracker_new(
+      opts[:grace_ms],
+      opts[:initial_ack],
+      opts[:subscriber],
+      Keyword.get(opts, :owner, self()),
+      opts[:max_writers],
+      opts[:expected_writers],
+      opts[:event_capacity]
+    )
+  end
+
+  @doc """
+  Registers a writer for the process `pid` and monitors it. When the process exits the writer is
+  reported down with the class given as `down:`:
+
+    * `:teardown` (default) — keeps pinning the ack (a rolling deploy must not mass-evict) but
+      is marked orphaned; the first sweep past the grace period evicts it (`:orphaned`);
+    * `:crash` — evicted at once (`:crashed`), the ack moves without a sweep;
+    * `:cleanup` — unpins at once, reported as removed.
+
+  A pid that is already dead is reported at once. Returns the writer id.
+  """
+  @spec register_writer(t(), pid(), keyword()) :: {:ok, writer()} | {:error, Tidemark.reason()}
+  def register_writer(tracker, pid, opts \\ []) when is_pid(pid) do
+    opts = validate!(opts, [:down])
+    Native.tracker_register(tracker, pid, Keyword.get(opts, :down, :teardown))
+  end
+
+  @doc "Releases a writer's slot and drops its monitor; its id becomes stale (`:unknown_writer`)."
+  @spec unregister(t(), writer()) :: :ok | {:error, Tidemark.reason()}
+  def unregister(tracker, writer), do: Native.tracker_unregister(tracker, writer)
+
+  @doc """
+  Hands a commit (its last offset) to the tracker with the writers it was delivered to.
+  `offset`'s `tx` must exceed the previous commit's (`{:error, :offset_regressed}`); a refused
+  commit changes nothing. Commit from one process.
+  """
+  @spec commit(t(), Tidemark.offset(), [writer()]) :: :ok | {:error, Tidemark.reason()}
+  def commit(tracker, offset, writers) when is_list(writers),
+    do: Native.tracker_commit(tracker, offset, writers)
+
+  @doc "Reports that `writer` flushed everything up to `offset`."
+  @spec flushed(t(), writer(), Tidemark.offset()) :: :ok | {:error, Tidemark.reason()}
+  def flushed(tracker, writer, offset), do: Native.tracker_flushed(tracker, writer, offset)
+
+  @doc """
+  Many flush reports in one call, applied in order. Returns `{:ok, failures}` with
+  `{writer, reason}` for each report that was refused (empty when all were applied).
+  """
+  @spec flushed_many(t(), [{writer(), Tidemark.offset()}]) ::
+          {:ok, [{writer(), Tidemark.reason()}]} | {:error, Tidemark.reason()}
+  def flushed_many(tracker, reports) when is_list(reports),
+    do: Native.tracker_flushed_many(tracker, reports)
+
+  @doc "Removes a writer on purpose: what it owes stops pinning the ack. The id stays registered."
+  @spec remove(t(), writer()) :: :ok | {:error, Tidemark.reason()}
+  def remove(tracker, writer), do: Native.tracker_remove(tracker, writer)
+
+  @doc "Reports a writer down by hand (the monitor does this by itself for registered pids)."
+  @spec down(t(), writer(), down_class()) :: :ok | {:error, Tidemark.reason()}
+  def down(tracker, writer, class), do: Native.tracker_down(tracker, writer, class)
+
+  @doc "Answers a challenge: the writer is alive and deferring on purpose; its grace restarts."
+  @spec touch(t(), writer()) :: :ok | {:error, Tidemark.reason()}
+  def touch(tracker, writer), do: Native.tracker_touch(tracker, writer)
+
+  @doc "Pauses a writer (backpressure): sweeps neither challenge nor evict it. It still pins."
+  @spec pause(t(), writer()) :: :ok | {:error, Tidemark.reason()}
+  def pause(tracker, writer), do: Native.tracker_pause(tracker, writer)
+
+  @doc "Resumes a paused writer; its grace period restarts now."
+  @spec resume(t(), writer()) :: :ok | {:error, Tidemark.reason()}
+  def resume(tracker, writer), do: Native.tracker_resume(tracker, writer)
+
+  @doc """
+  Runs a staleness sweep now (on a dirty scheduler: its cost grows with the writers it acts on).
+  Returns the counts; events go to the subscriber or `take_events/1`.
+  """
+  @spec sweep(t()) ::
+          {:ok, %{challenged: non_neg_integer(), evicted: non_neg_integer()}}
+          | {:error, Tidemark.reason()}
+  def sweep(tracker), do: Native.tracker_sweep(tracker)
+
+  @doc "The ack (one atomic load); `{:error, :empty}` before the first ack."
+  @spec ack(t()) :: {:ok, non_neg_integer()} | {:error, :empty}
+  def ack(tracker), do: Native.tracker_ack(tracker)
+
+  @doc "The writer holding the ack back, what it owes and how long it made no progress."
+  @spec pinning(t()) :: {:ok, map()} | {:error, :empty}
+  def pinning(tracker), do: Native.tracker_pinning(tracker)
+
+  @doc "Counters and gauges (a snapshot, for metrics)."
+  @spec stats(t()) :: {:ok, map()} | {:error, Tidemark.reason()}
+  def stats(tracker), do: Native.tracker_stats(tracker)
+
+  @doc "A writer's state: `:idle`, `:pending` or `{:evicted, reason}`."
+  @spec writer_status(t(), writer()) :: {:ok, term()} | {:error, Tidemark.reason()}
+  def writer_status(tracker, writer), do: Native.tracker_writer_status(tracker, writer)
+
+  @doc """
+  Takes up to 256 queued events, oldest first: `{:challenge, w}`, `{:evicted, w, reason}`,
+  `{:removed, w}`. (With a subscriber, events are sent as messages instead and this returns
+  what is left, normally nothing.)
+  """
+  @spec take_events(t()) :: {:ok, list()} | {:error, Tidemark.reason()}
+  def take_events(tracker), do: Native.tracker_take_events(tracker)
+
+  @doc "Drops every writer monitor; later calls return `{:error, :closed}`."
+  @spec close(t()) :: :ok
+  def close(tracker), do: Native.tracker_close(tracker)
+
+  defp validate!(opts, allowed) when is_list(opts) do
+    case Keyword.keys(opts) -- allowed do
+      [] -> opts
+      unknown -> raise ArgumentError, "unknown options #{inspect(unknown)}"
+    end
+  end
+
+  defp validate!(opts, _allowed),
+    do: raise(ArgumentError, "expected a keyword list, got: #{inspect(opts)}")
+end
