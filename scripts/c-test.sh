@@ -64,6 +64,16 @@ else
   fail "valgrind is not installed (apt-get install valgrind)"
 fi
 
+# The C benchmark keeps compiling and running (figures: scripts/abi-bench.sh).
+if gcc "${cflags[@]}" -O2 include/tests/abi_bench.c "$lib" "${libs[@]}" -o "$out/abi_bench" &&
+    "$out/abi_bench" >"$out/abi_bench.log" 2>&1; then
+  passed=$((passed + 1))
+  echo "abi_bench: ran"
+else
+  cat "$out/abi_bench.log" 2>/dev/null
+  fail "abi_bench"
+fi
+
 # C++ hosts can include the header.
 for std in c++11 c++17; do
   if g++ -std=$std -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c++ include/tidemark.h; then
