@@ -1,0 +1,3 @@
+module github.com/tidemark/tidemark-go
+
+go 1.19

@@ -1,0 +1,223 @@
+/* Small C helpers for the Go binding (included by every cgo file's preamble).
+ *
+ * Why they exist: one cgo crossing costs tens of nanoseconds, and cgo forbids passing Go memory
+ * that holds Go pointers (e.g. an array of tidemark_message whose `data` points into Go slices).
+ * So these helpers take pointer-free Go arrays (payload bytes packed into one []byte, plus a
+ * descriptor array) or plain values, build the tidemark structs on the C stack (or in malloc'd
+ * memory for large calls, freed before returning), read tidemark_monotonic_ms() on the C side,
+ * and make the tidemark call: one crossing per Go call. Nothing here keeps a pointer past the
+ * call. */
+#ifndef TIDEMARK_GO_SHIM_H
+#define TIDEMARK_GO_SHIM_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tidemark.h"
+
+/* A message without its bytes: mirrors Go's msgDesc-free use of C.tm_msg_desc. */
+typedef struct tm_msg_desc {
+  uint64_t len;
+  uint64_t tx;
+  uint64_t op;
+  uint64_t has_offset; /* 0 or 1 */
+} tm_msg_desc;
+
+#define TM_STACK_MSGS 256
+
+static inline tidemark_status tm_commit_small(const tidemark_tracker *t, uint64_t tx, uint64_t op,
+                                              size_t n, uint64_t w0, uint64_t w1, uint64_t w2,
+                                              uint64_t w3, uint64_t w4, uint64_t w5, uint64_t w6,
+                                              uint64_t w7) {
+  tidemark_writer_id ws[8] = {w0, w1, w2, w3, w4, w5, w6, w7};
+  tidemark_offset o = {tx, op};
+  return tidemark_tracker_commit(t, o, n ? ws : NULL, n, tidemark_monotonic_ms());
+}
+
+static inline tidemark_status tm_commit(const tidemark_tracker *t, uint64_t tx, uint64_t op,
+                                        const tidemark_writer_id *ws, size_t n) {
+  tidemark_offset o = {tx, op};
+  return tidemark_tracker_commit(t, o, ws, n, tidemark_monotonic_ms());
+}
+
+static inline tidemark_status tm_flushed(const tidemark_tracker *t, tidemark_writer_id w,
+                                         uint64_t tx, uint64_t op) {
+  tidemark_offset o = {tx, op};
+  return tidemark_tracker_flushed(t, w, o, tidemark_monotonic_ms());
+}
+
+/* flushed_many with the caller's statuses array. */
+static inline tidemark_status tm_flushed_many(const tidemark_tracker *t,
+                                              const tidemark_writer_id *ws,
+                                              const tidemark_offset *os, size_t n,
+                                              tidemark_status *statuses, size_t *failed) {
+  return tidemark_tracker_flushed_many(t, ws, os, n, tidemark_monotonic_ms(), statuses, failed);
+}
+
+/* flushed_many without a statuses array: per-item statuses go to a C stack array, chunk by
+ * chunk; reports the failure count and the first failure (index SIZE_MAX when none). */
+static inline tidemark_status tm_flushed_many_first(const tidemark_tracker *t,
+                                                    const tidemark_writer_id *ws,
+                                                    const tidemark_offset *os, size_t n,
+                                                    size_t *failed, size_t *first_idx,
+                                                    tidemark_status *first_status) {
+  tidemark_status st[TM_STACK_MSGS];
+  uint64_t now = tidemark_monotonic_ms();
+  size_t total = 0;
+  *first_idx = SIZE_MAX;
+  *first_status = TIDEMARK_STATUS_OK;
+  for (size_t i = 0; i < n; i += TM_STACK_MSGS) {
+    size_t k = n - i < TM_STACK_MSGS ? n - i : TM_STACK_MSGS;
+    size_t f = 0;
+    tidemark_status s = tidemark_tracker_flushed_many(t, ws + i, os + i, k, now, st, &f);
+    if (s != TIDEMARK_STATUS_OK) {
+      *failed = total;
+      return s;
+    }
+    if (f != 0 && *first_idx == SIZE_MAX) {
+      for (size_t j = 0; j < k; j++) {
+        if (st[j] != TIDEMARK_STATUS_OK) {
+          *first_idx = i + j;
+          *first_status = st[j];
+          break;
+        }
+      }
+    }
+    total += f;
+  }
+  *failed = total;
+  return TIDEMARK_STATUS_OK;
+}
+
+static inline tidemark_status tm_simple(const tidemark_tracker *t, int op, tidemark_writer_id w) {
+  switch (op) {
+    case 0: return tidemark_tracker_remove(t, w);
+    case 1: return tidemark_tracker_touch(t, w, tidemark_monotonic_ms());
+    case 2: return tidemark_tracker_pause(t, w);
+    case 3: return tidemark_tracker_resume(t, w, tidemark_monotonic_ms());
+    case 4: return tidemark_tracker_unregister(t, w);
+    default: return TIDEMARK_STATUS_INVALID_ARGUMENT;
+  }
+}
+
+static inline tidemark_status tm_down(const tidemark_tracker *t, tidemark_writer_id w,
+                                      uint32_t cls) {
+  return tidemark_tracker_down(t, w, cls, tidemark_monotonic_ms());
+}
+
+static inline tidemark_status tm_sweep(const tidemark_tracker *t, tidemark_sweep_outcome *out) {
+  return tidemark_tracker_sweep(t, tidemark_monotonic_ms(), out);
+}
+
+static inline tidemark_status tm_pinning(const tidemark_tracker *t, tidemark_pinning *out) {
+  return tidemark_tracker_pinning(t, tidemark_monotonic_ms(), out);
+}
+
+static inline tidemark_status tm_stats(const tidemark_tracker *t, tidemark_tracker_counters *out) {
+  return tidemark_tracker_stats(t, tidemark_monotonic_ms(), out);
+}
+
+static inline tidemark_status tm_try_push(const tidemark_batch_buffer *b, const uint8_t *data,
+                                          size_t len, uint64_t tx, uint64_t op, int has_offset) {
+  tidemark_message m;
+  m.data = len ? data : NULL;
+  m.len = len;
+  m.offset.tx = tx;
+  m.offset.op = op;
+  m.has_offset = has_offset != 0;
+  return tidemark_batch_buffer_try_push(b, &m);
+}
+
+static inline tidemark_status tm_push_timeout(const tidemark_batch_buffer *b, const uint8_t *data,
+                                              size_t len, uint64_t tx, uint64_t op,
+                                              int has_offset, uint64_t timeout_ms) {
+  tidemark_message m;
+  m.data = len ? data : NULL;
+  m.len = len;
+  m.offset.tx = tx;
+  m.offset.op = op;
+  m.has_offset = has_offset != 0;
+  return tidemark_batch_buffer_push_timeout(b, &m, timeout_ms);
+}
+
+/* push_many from packed payloads: message i's bytes follow message i-1's in `bytes`. */
+static inline tidemark_status tm_push_packed(const tidemark_batch_buffer *b, const uint8_t *bytes,
+                                             size_t nbytes, const tm_msg_desc *d, size_t n,
+                                             size_t *accepted, tidemark_status *refusal) {
+  tidemark_message stackbuf[TM_STACK_MSGS];
+  tidemark_message *m = stackbuf;
+  if (n > TM_STACK_MSGS) {
+    m = (tidemark_message *)malloc(n * sizeof *m);
+    if (m == NULL) return TIDEMARK_STATUS_INVALID_ARGUMENT;
+  }
+  size_t off = 0;
+  tidemark_status s = TIDEMARK_STATUS_OK;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = (size_t)d[i].len;
+    if (len > nbytes - off) {
+      s = TIDEMARK_STATUS_INVALID_ARGUMENT;
+      goto out;
+    }
+    m[i].data = len ? bytes + off : NULL;
+    m[i].len = len;
+    m[i].offset.tx = d[i].tx;
+    m[i].offset.op = d[i].op;
+    m[i].has_offset = d[i].has_offset != 0;
+    off += len;
+  }
+  s = tidemark_batch_buffer_push_many(b, m, n, accepted, refusal);
+out:
+  if (m != stackbuf) free(m);
+  return s;
+}
+
+/* next_batch plus its summary, in one crossing. */
+static inline tidemark_status tm_next_batch(const tidemark_batch_buffer *b, uint64_t timeout_ms,
+                                            tidemark_batch **out, tidemark_batch_summary *sum) {
+  tidemark_batch *bt = NULL;
+  tidemark_status s = tidemark_batch_buffer_next_batch(b, timeout_ms, &bt);
+  if (s != TIDEMARK_STATUS_OK) return s;
+  s = tidemark_batch_info(bt, sum);
+  if (s != TIDEMARK_STATUS_OK) {
+    tidemark_batch_free(bt);
+    return s;
+  }
+  *out = bt;
+  return TIDEMARK_STATUS_OK;
+}
+
+/* Copies a batch out: descriptors into d[0..n), payloads back to back into dst[0..cap). */
+static inline tidemark_status tm_batch_export(const tidemark_batch *bt, size_t n, tm_msg_desc *d,
+                                              uint8_t *dst, size_t cap) {
+  tidemark_message stackbuf[TM_STACK_MSGS];
+  tidemark_message *m = stackbuf;
+  if (n > TM_STACK_MSGS) {
+    m = (tidemark_message *)malloc(n * sizeof *m);
+    if (m == NULL) return TIDEMARK_STATUS_INVALID_ARGUMENT;
+  }
+  size_t got = 0, off = 0;
+  tidemark_status s = tidemark_batch_messages(bt, m, n, &got);
+  if (s != TIDEMARK_STATUS_OK) goto out;
+  if (got != n) {
+    s = TIDEMARK_STATUS_BUFFER_TOO_SMALL;
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (m[i].len > cap - off) {
+      s = TIDEMARK_STATUS_BUFFER_TOO_SMALL;
+      goto out;
+    }
+    d[i].len = m[i].len;
+    d[i].tx = m[i].offset.tx;
+    d[i].op = m[i].offset.op;
+    d[i].has_offset = m[i].has_offset ? 1 : 0;
+    if (m[i].len) memcpy(dst + off, m[i].data, m[i].len);
+    off += m[i].len;
+  }
+out:
+  if (m != stackbuf) free(m);
+  return s;
+}
+
+#endif
