@@ -142,7 +142,8 @@ enum tidemark_event_kind
   TIDEMARK_EVENT_KIND_CHALLENGED = 0,
   // The writer was evicted; `reason` says why. Its pending deliveries no longer pin the ack.
   TIDEMARK_EVENT_KIND_EVICTED = 1,
-  // The writer was removed by `tidemark_tracker_remove`.
+  // The writer was reported down with class `CLEANUP` (`tidemark_tracker_remove` queues
+  // no event).
   TIDEMARK_EVENT_KIND_REMOVED = 2,
 };
 #ifndef __cplusplus

@@ -198,7 +198,9 @@ fn bench_ack(c: &mut Criterion) {
     let (t, ws) = rust_fixture();
     t.commit(Offset::new(5, 0), &ws[..1], 0).unwrap();
     let t = Box::new(t); // on the heap, like the tracker behind a handle
-    g.bench_function("rust_direct", |b| b.iter(|| black_box(black_box(&*t).ack())));
+    g.bench_function("rust_direct", |b| {
+        b.iter(|| black_box(black_box(&*t).ack()))
+    });
     let mut f = Fixture::new();
     f.deliver(); // so the ack exists on both sides
     type AckFn = unsafe extern "C" fn(*const tidemark_tracker, *mut u64) -> tidemark_status;

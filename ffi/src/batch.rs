@@ -72,6 +72,12 @@ fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// The deadline `timeout_ms` from now on the buffer's clock; a timeout too large to add
+/// (`UINT64_MAX` as "no deadline") saturates instead of overflowing.
+fn deadline(b: &BatchBuffer, timeout_ms: u64) -> Duration {
+    b.now().checked_add(ms(timeout_ms)).unwrap_or(Duration::MAX)
+}
+
 /// Copies a caller's message into an owned one.
 ///
 /// # Safety
@@ -377,7 +383,7 @@ pub unsafe extern "C" fn tidemark_batch_buffer_flush(
     boundary!({
         // SAFETY: C contract.
         let b = unsafe { self::buffer(buffer)? };
-        b.flush(b.now() + ms(timeout_ms)).map_err(|e| match e {
+        b.flush(deadline(b, timeout_ms)).map_err(|e| match e {
             FlushError::Timeout => tidemark_status::Timeout,
             _ => tidemark_status::Closed,
         })
@@ -403,7 +409,7 @@ pub unsafe extern "C" fn tidemark_batch_buffer_stop(
     boundary!({
         // SAFETY: C contract: a live handle; a writable result.
         let (b, out) = unsafe { (self::buffer(buffer)?, cast::out(out_report)?) };
-        let report = b.stop(b.now() + ms(timeout_ms));
+        let report = b.stop(deadline(b, timeout_ms));
         out.write(cast::into_raw(report));
         Ok(())
     })
@@ -422,7 +428,7 @@ pub unsafe extern "C" fn tidemark_batch_buffer_begin_stop(
     boundary!({
         // SAFETY: C contract.
         let b = unsafe { self::buffer(buffer)? };
-        b.begin_stop(b.now() + ms(timeout_ms));
+        b.begin_stop(deadline(b, timeout_ms));
         Ok(())
     })
 }

@@ -58,7 +58,8 @@ pub enum tidemark_event_kind {
     Challenged = 0,
     /// The writer was evicted; `reason` says why. Its pending deliveries no longer pin the ack.
     Evicted = 1,
-    /// The writer was removed by `tidemark_tracker_remove`.
+    /// The writer was reported down with class `CLEANUP` (`tidemark_tracker_remove` queues
+    /// no event).
     Removed = 2,
 }
 

@@ -80,8 +80,20 @@ static void test_null_arguments(void) {
   tidemark_batch_free(NULL);
   tidemark_stop_report_free(NULL);
 
+  /* UINT64_MAX means "no deadline": it saturates, never overflows. Deliver the one message
+   * first, so the stop has nothing to wait for. */
+  CHECK_OK(tidemark_batch_buffer_flush(b, 0) == TIDEMARK_STATUS_TIMEOUT ? TIDEMARK_STATUS_OK
+                                                                         : TIDEMARK_STATUS_PANIC);
+  CHECK_OK(tidemark_batch_buffer_poll_batch(b, &batch, &wait_us));
+  CHECK_OK(tidemark_batch_buffer_ack(b, batch));
+  CHECK_OK(tidemark_batch_buffer_flush(b, UINT64_MAX));
   tidemark_stop_report *r = NULL;
-  CHECK_OK(tidemark_batch_buffer_stop(b, 0, &r));
+  CHECK_OK(tidemark_batch_buffer_begin_stop(b, UINT64_MAX));
+  CHECK_OK(tidemark_batch_buffer_stop(b, UINT64_MAX, &r));
+  tidemark_stop_counts counts;
+  CHECK_OK(tidemark_stop_report_counts(r, &counts));
+  CHECK(counts.accepted == 1 && counts.delivered == 1 && counts.handed_back == 0 &&
+        !counts.timed_out);
   tidemark_stop_report_free(r);
   tidemark_batch_buffer_free(b);
   tidemark_tracker_free(t);
