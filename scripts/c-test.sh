@@ -2,7 +2,8 @@
 # The C side of the ABI: builds libtidemark.a, compiles every test in include/tests/ as plain
 # C11 with -Wall -Wextra -Wpedantic -Werror under ASan + UBSan, runs them, runs two of them
 # under valgrind memcheck (zero leaks required), and checks the header compiles as C++.
-# Prints `c: N passed, M failed` last. Called by scripts/test.sh; runnable alone.
+# Prints `c: N passed, M failed` last (N, M count test programs and checks, not assertions).
+# Called by scripts/test.sh; runnable alone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +20,12 @@ passed=0
 failed=0
 fail() { echo "FAILED: $*"; failed=$((failed + 1)); }
 
-count() { # adds the `name: N passed, M failed` line of a test's output to the totals
+count() { # one test program: passed when its `name: N passed, 0 failed` line says so
   local line
   line=$(grep -E '^[a-z_]+: [0-9]+ passed, [0-9]+ failed$' "$1" | tail -1)
   if [[ -z "$line" ]]; then fail "$2 printed no summary"; return; fi
-  passed=$((passed + $(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")))
-  failed=$((failed + $(sed -E 's/.* ([0-9]+) failed/\1/' <<<"$line")))
+  # The line counts assertions; the totals count programs.
+  if [[ "$line" == *" 0 failed" ]]; then passed=$((passed + 1)); else fail "$2: $line"; fi
 }
 
 tests=(tracker_test batch_test errors_test threads_test)
@@ -39,7 +40,6 @@ for t in "${tests[@]}"; do
     count "$out/$t.log" "$t"
   else
     cat "$out/$t.log"
-    count "$out/$t.log" "$t"
     fail "$t (ASan/UBSan) exited non-zero"
   fi
   tail -1 "$out/$t.log"

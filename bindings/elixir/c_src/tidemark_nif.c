@@ -528,6 +528,12 @@ static void batch_dtor(ErlNifEnv *env, void *obj) {
     if (!var)                                                                                  \
         return enif_make_badarg(env);
 
+/* The writer id in argv[1], or badarg. */
+#define WRITER_ARG(var)                                                                        \
+    uint64_t var;                                                                              \
+    if (!get_writer(env, argv[1], &var))                                                       \
+        return enif_make_badarg(env)
+
 #define CLOSED_CHECK(tr)                                                                       \
     if (atomic_load_explicit(&(tr)->closed_hint, memory_order_relaxed))                        \
         return error_tuple(env, status_atoms[TIDEMARK_STATUS_CLOSED]);
@@ -687,9 +693,7 @@ static int get_writer(ErlNifEnv *env, ERL_NIF_TERM t, uint64_t *id) { return get
 static ERL_NIF_TERM nif_tracker_unregister(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     TRACKER_ARG(tr);
-    uint64_t id;
-    if (!get_writer(env, argv[1], &id))
-        return enif_make_badarg(env);
+    WRITER_ARG(id);
     writer_res *w = NULL;
     enif_mutex_lock(tr->lock);
     writer_res **slot = table_slot(tr, id, false);
@@ -729,9 +733,7 @@ static ERL_NIF_TERM nif_tracker_writer_status(ErlNifEnv *env, int argc,
                                               const ERL_NIF_TERM argv[]) {
     (void)argc;
     TRACKER_ARG(tr);
-    uint64_t id;
-    if (!get_writer(env, argv[1], &id))
-        return enif_make_badarg(env);
+    WRITER_ARG(id);
     tidemark_writer_status st;
     tidemark_status s = tidemark_tracker_writer_status(tr->t, id, &st);
     if (s != TIDEMARK_STATUS_OK)
@@ -873,9 +875,7 @@ static ERL_NIF_TERM nif_tracker_flushed_many(ErlNifEnv *env, int argc,
 static ERL_NIF_TERM nif_tracker_remove(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     TRACKER_ARG(tr);
-    uint64_t id;
-    if (!get_writer(env, argv[1], &id))
-        return enif_make_badarg(env);
+    WRITER_ARG(id);
     CLOSED_CHECK(tr);
     tidemark_status s = tidemark_tracker_remove(tr->t, id);
     publish(env, tr, true);
@@ -885,9 +885,7 @@ static ERL_NIF_TERM nif_tracker_remove(ErlNifEnv *env, int argc, const ERL_NIF_T
 static ERL_NIF_TERM nif_tracker_touch(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     TRACKER_ARG(tr);
-    uint64_t id;
-    if (!get_writer(env, argv[1], &id))
-        return enif_make_badarg(env);
+    WRITER_ARG(id);
     CLOSED_CHECK(tr);
     return ok_or_error(env, tidemark_tracker_touch(tr->t, id, tidemark_monotonic_ms()));
 }
@@ -895,9 +893,7 @@ static ERL_NIF_TERM nif_tracker_touch(ErlNifEnv *env, int argc, const ERL_NIF_TE
 static ERL_NIF_TERM nif_tracker_pause(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     TRACKER_ARG(tr);
-    uint64_t id;
-    if (!get_writer(env, argv[1], &id))
-        return enif_make_badarg(env);
+    WRITER_ARG(id);
     CLOSED_CHECK(tr);
     return ok_or_error(env, tidemark_tracker_pause(tr->t, id));
 }
@@ -905,9 +901,7 @@ static ERL_NIF_TERM nif_tracker_pause(ErlNifEnv *env, int argc, const ERL_NIF_TE
 static ERL_NIF_TERM nif_tracker_resume(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     TRACKER_ARG(tr);
-    uint64_t id;
-    if (!get_writer(env, argv[1], &id))
-        return enif_make_badarg(env);
+    WRITER_ARG(id);
     CLOSED_CHECK(tr);
     return ok_or_error(env, tidemark_tracker_resume(tr->t, id, tidemark_monotonic_ms()));
 }
