@@ -579,7 +579,8 @@ pub unsafe extern "C" fn tidemark_batch_copy_payloads(
                 cast::out(out_written)?,
             )
         };
-        let total = b.messages().iter().map(|m| m.payload.len()).sum::<usize>();
+        // The batch already knows its payload bytes; a count above usize cannot fit any buffer.
+        let total = usize::try_from(b.bytes()).map_err(|_| tidemark_status::BufferTooSmall)?;
         if dst.len() < total {
             return Err(tidemark_status::BufferTooSmall);
         }
