@@ -20,5 +20,5 @@ mod tracker;
 pub use offset::Offset;
 pub use tracker::{
     DownClass, Event, EvictReason, Pinning, SweepOutcome, Tracker, TrackerError, TrackerOptions,
-    TrackerStats, WriterId, WriterStatus,
+    TrackerStats, WorkStats, WriterId, WriterStatus,
 };

@@ -241,16 +241,26 @@ fn ack_never_passes_an_unflushed_commit_under_concurrency() {
             prefix_max[k]
         );
     }
+    // Liveness: once every report is in, what is left is at most a budgeted backlog, which
+    // later calls (here: `run_backlog`) finish; then the ack is the last commit.
+    let work = shared.tracker.work_stats();
+    assert!(work.max_call_work <= work.budget, "{work:?}");
+    let mut steps = 0;
+    while shared.tracker.run_backlog() {
+        steps += 1;
+        assert!(steps < 1_000_000, "the backlog does not shrink: {work:?}");
+    }
     assert_eq!(
         shared.tracker.ack(),
         Some(n as u64),
-        "liveness after the drain"
+        "liveness after the drain ({work:?}, {steps} backlog steps)"
     );
     assert!(non_null > 1000, "the reader saw too few acks ({non_null})");
     let stats = shared.tracker.stats(0);
     assert_eq!(stats.pending, 0);
     eprintln!(
-        "stress: {n} commits, {reports} flush reports, {} ack reads checked",
+        "stress: {n} commits, {reports} flush reports, {} ack reads checked, {steps} backlog \
+         steps at the end, {work:?}",
         reads.len()
     );
 }

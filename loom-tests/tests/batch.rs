@@ -9,7 +9,7 @@
 //! two slots are enough to reach the wrap-around, where slot reuse depends on edge R2. The
 //! models use only the non-blocking calls (`try_push`, `poll_batch`, `begin_stop`/`poll_stop`,
 //! `ack`/`nack`): under loom there is no time, so a blocking call would spin.
-#![cfg(loom)]
+#![cfg(tidemark_loom)]
 
 use std::sync::Arc as StdArc;
 use std::time::Duration;

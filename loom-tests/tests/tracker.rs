@@ -5,7 +5,7 @@
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p loom-tests --release --test tracker`.
 //! Under loom the writer table's first segment holds 2 slots (core/src/tracker/table.rs), so
 //! these models allocate as few modelled mutexes as possible.
-#![cfg(loom)]
+#![cfg(tidemark_loom)]
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};

@@ -50,7 +50,8 @@ pub use types::{
     StopReport, SystemClock, TakeError, Trigger,
 };
 
-use ring::{Backoff, Ring};
+use crate::sync::Backoff;
+use ring::Ring;
 use sink::{Limits, Plan, Sink};
 use types::nanos;
 use word::{KICK, PRODUCER_WAITING, Phase, SLEEPING, Threshold, Word};

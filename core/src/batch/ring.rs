@@ -26,7 +26,7 @@
 use std::mem::MaybeUninit;
 
 use super::Message;
-use crate::sync::{AtomicU64, CachePadded, Ordering, UnsafeCell};
+use crate::sync::{AtomicU64, Backoff, CachePadded, Ordering, UnsafeCell};
 
 /// One slot; 64-byte aligned so producers writing neighbouring slots do not share a line.
 #[repr(align(64))]
@@ -188,32 +188,7 @@ impl Drop for Ring {
     }
 }
 
-/// Bounded busy-waiting for another thread that is a few instructions away from finishing:
-/// spin briefly, then yield, then sleep in short naps (never an unbounded spin).
-pub(super) struct Backoff {
-    step: u32,
-}
-
-impl Backoff {
-    pub(super) fn new() -> Backoff {
-        Backoff { step: 0 }
-    }
-
-    pub(super) fn snooze(&mut self) {
-        if self.step < 4 {
-            for _ in 0..(1u32 << self.step) {
-                crate::sync::spin_hint();
-            }
-        } else if self.step < 12 {
-            crate::sync::yield_now();
-        } else {
-            crate::sync::sleep(std::time::Duration::from_micros(50));
-        }
-        self.step = self.step.saturating_add(1);
-    }
-}
-
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tidemark_loom)))]
 mod tests {
     use super::*;
 

@@ -1,95 +1,151 @@
-//! The flush tracker (DOMAIN.md §3) and its staleness sweeps (§4).
+//! The flush tracker and its staleness sweeps (the contract: `docs/ARCHITECTURE.md`).
 //!
 //! # Structures
 //!
-//! - **Writer table** ([`table`]): one 64-byte slot per registered writer, each behind its own
-//!   one-byte lock. A flush report touches only its writer's slot.
-//! - **Delivery log**: a FIFO of `(slot, epoch, offset)` deliveries in commit order, appended by
-//!   the committer. A delivery is *done* when its writer's stint ended (completed, removed,
-//!   evicted) or its writer reported `flushed >= offset`. The ack is exact:
-//!   `head.offset.tx − 1` for the first delivery not done, or `last_seen.tx` when none is left.
-//!   Done deliveries are dropped lazily at the head (RocksDB's prepared-heap trick: offsets are
-//!   dispensed in order, so a FIFO with lazy deletion yields the exact minimum), and the log is
-//!   compacted when it doubles while the head is pinned, so memory follows *unflushed*
-//!   deliveries, not commits.
-//! - **Head pin**: one atomic word naming the delivery at the head `(slot, epoch)`. Only that
-//!   writer can move the ack, so only its flush (or removal, or eviction) elects a drainer; every
-//!   other flush is one slot lock and one atomic load.
-//! - **Ack**: one atomic word (`ack + 1`, 0 = none), written only by the log-lock holder, so it is
+//! - **Writer cells** ([`cell`]): 16 bytes per registered writer: generation, status, flags,
+//!   and a binding to the entry of its latest stint.
+//! - **Pending entries** ([`entry`]): one 64-byte entry per *pending* writer in a dense table
+//!   that follows the peak pending count. Every decision about a stint is one CAS on the
+//!   entry's state word; a flush that completes a writer is that CAS and nothing else shared.
+//! - **Delivery log** ([`log`]): `(entry, tag, offset)` per delivery in commit order, in chunks;
+//!   the committer appends, the drain-token holder pops the done ones at the head (RocksDB's
+//!   prepared-heap trick: offsets are dispensed in order, so a FIFO with lazy deletion gives
+//!   the exact minimum) and compacts, so memory follows unflushed deliveries.
+//! - **Drain token** ([`drain`]): one word; its holder alone runs the log and writes the ack,
+//!   within a budget per call. It parks on the head delivery's entry (`HEAD` bit), so only a
+//!   change of *that* stint asks for it: every other flush touches no shared line but its own
+//!   entry and a striped counter.
+//! - **Ack**: one atomic word (`ack + 1`, 0 = none), written by the token holder only, so it is
 //!   monotonic by construction; readers do a single load.
-//! - **Sweep index** ([`stale`]): a lazy min-heap of `(progress_at, slot, epoch)`; see there.
+//! - **Sweep index** ([`stale`]): a lazy min-heap of `(progress_at, entry, tag)`.
 //!
 //! The memory-ordering argument is in `docs/MEMORY_ORDERING.md` and at each atomic below.
 
+mod cell;
+mod counters;
+mod drain;
+mod entry;
+mod log;
+mod seg;
 mod stale;
-mod table;
 mod types;
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::Offset;
-use crate::sync::{AtomicU8, AtomicU64, AtomicUsize, CachePadded, Condvar, Mutex, Ordering, fence};
-
-use stale::{IndexEntry, Staleness};
-use table::{Slot, SlotGuard, Status, Table, WriterState, flag};
-pub use types::{
-    DownClass, Event, EvictReason, Pinning, SweepOutcome, TrackerError, TrackerOptions,
-    TrackerStats, WriterId, WriterStatus,
+use crate::sync::{
+    AtomicU64, AtomicUsize, CachePadded, Condvar, Mutex, Ordering, SpinLock, UnsafeCell, fence,
 };
 
-/// `head_pin` value when the delivery log is empty. Slot `u32::MAX` is never allocated.
-const NO_PIN: u64 = u64::MAX;
+use cell::{Bind, Cell, Meta, Status};
+use counters::{Block, FlushCounters};
+use drain::HeadRecord;
+use entry::{CHALLENGED, Entry, HAS_FLUSHED, HEAD, MUT, RESERVED, State};
+use log::{Consumer, Delivery, LogShared, Producer};
+use seg::{AllocFailed, Segmented};
+use stale::{IndexEntry, Staleness};
+pub use types::{
+    DownClass, Event, EvictReason, Pinning, SweepOutcome, TrackerError, TrackerOptions,
+    TrackerStats, WorkStats, WriterId, WriterStatus,
+};
 
-#[inline]
-fn pin_of(slot: u32, epoch: u32) -> u64 {
-    ((slot as u64) << 32) | epoch as u64
+/// Writer cells in the first segment (the table doubles from there).
+const CELL_BASE_SHIFT: u32 = if crate::sync::LOOM { 1 } else { 10 };
+/// Pending entries in the first segment.
+const ENTRY_BASE_SHIFT: u32 = if crate::sync::LOOM { 1 } else { 6 };
+/// Entries the allocator looks at before it grows the table (so the table stays at most about
+/// 7/8 full and an allocation looks at a couple of entries on average).
+const CLOCK_SCAN: u32 = 8;
+/// Stripes of the stint-end counter (by writer index), so concurrent removals and evictions of
+/// different writers rarely share a line.
+const STRIPES: usize = if crate::sync::LOOM { 1 } else { 16 };
+
+/// A counter with exactly one writer at a time (the committer, or the token holder): a load
+/// and a store, no read-modify-write.
+#[derive(Default)]
+struct SoloCounter(AtomicU64);
+
+impl SoloCounter {
+    #[inline]
+    fn add_holder(&self, n: u64) {
+        // Relaxed: a statistic; its writers are serialised by the commit lock or the drain
+        // token, whose Acquire/Release order consecutive writers.
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(v + n, Ordering::Relaxed);
+    }
+    #[inline]
+    fn get(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
-/// Drain election states (see [`Tracker::request_drain`]).
-const DRAIN_IDLE: u8 = 0;
-const DRAIN_RUNNING: u8 = 1;
-const DRAIN_AGAIN: u8 = 2;
-
-/// The log is never compacted below this many entries (compaction is O(len)).
-const MIN_COMPACT: usize = 4096;
-
-/// Commits with at most this many writers lock each writer once (validate and apply under one
-/// lock); larger ones validate and apply in two passes.
-const HELD_GUARDS: usize = 8;
-
-/// Flush counters are striped by writer index so concurrent flushers do not share a line.
-const STRIPES: usize = 8;
-
-/// One delivery of a commit to a writer: 24 bytes.
-#[derive(Clone, Copy, Debug)]
-struct Delivery {
-    slot: u32,
-    epoch: u32,
-    offset: Offset,
+#[derive(Default)]
+struct Counters {
+    commits: SoloCounter,
+    started: SoloCounter,
+    ack_advances: SoloCounter,
+    removes: AtomicU64,
+    challenges: AtomicU64,
+    evicted: [AtomicU64; 3],
 }
 
-/// State behind the log lock: held by the committer while it commits and by whoever drains.
-struct Log {
-    entries: VecDeque<Delivery>,
-    last_seen: Option<Offset>,
-    compact_at: usize,
-    /// Caller ms when the ack last moved (the `now` of the call that moved it, or of the
-    /// latest commit for calls without one).
-    ack_moved_at: Option<u64>,
-    /// The latest commit's `now`.
-    last_now: u64,
+/// Work counters: what calls did to the log, for tests that prove the per-call bound.
+#[derive(Default)]
+struct Work {
+    popped: SoloCounter,
+    scanned: SoloCounter,
+    backlogs: SoloCounter,
+    max_call: AtomicU64,
 }
 
-/// State behind the commit lock: only committers take it, so with one committing thread it is
-/// never contended. Slot work happens here, outside the log lock, so a drainer never waits for
-/// a commit's slot locks.
-struct Committer {
-    /// The previous commit's tx, or `initial_ack`: the next commit must exceed it.
-    last_tx: Option<u64>,
-    /// Reused buffers: the current commit's deliveries and new stints.
-    deliveries: Vec<Delivery>,
-    fresh: Vec<IndexEntry>,
+impl Work {
+    fn record_call(&self, work: u64) {
+        // Relaxed: a statistic; the load filters out the common case without an RMW.
+        if work > self.max_call.load(Ordering::Relaxed) {
+            self.max_call.fetch_max(work, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `last_seen` for `last_seen()` and `stats()`, written by the committer only (a seqlock), so
+/// readers never wait for a commit.
+#[derive(Default)]
+struct SeenRecord {
+    seq: AtomicU64,
+    /// `tx + 1`; 0 = no commit yet.
+    tx1: AtomicU64,
+    op: AtomicU64,
+}
+
+impl SeenRecord {
+    fn write(&self, offset: Offset) {
+        // Relaxed: only the committer writes.
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq + 1, Ordering::Relaxed);
+        // Seqlock write: odd sequence, Release fence, fields, even sequence with Release.
+        fence(Ordering::Release);
+        self.tx1.store(offset.tx + 1, Ordering::Relaxed);
+        self.op.store(offset.op, Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+
+    fn read(&self) -> Option<Offset> {
+        loop {
+            // Acquire: pairs with the final Release store of `seq` in `write`.
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                crate::sync::spin_hint();
+                continue;
+            }
+            let tx1 = self.tx1.load(Ordering::Relaxed);
+            let op = self.op.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return tx1.checked_sub(1).map(|tx| Offset::new(tx, op));
+            }
+        }
+    }
 }
 
 struct Registry {
@@ -98,16 +154,41 @@ struct Registry {
     registered: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    commits: AtomicU64,
-    removes: AtomicU64,
-    ack_advances: AtomicU64,
-    challenges: AtomicU64,
-    evicted: [AtomicU64; 3],
-    flushes: [CachePadded<AtomicU64>; STRIPES],
-    late_flushes: [CachePadded<AtomicU64>; STRIPES],
+/// State behind the commit lock: the producer half of the log, the entry allocator, and
+/// reused buffers. Only committers take it (and a sweep, briefly, to collect new stints).
+struct Committer {
+    /// The previous commit's tx, or `initial_ack`: the next commit must exceed it.
+    last_tx: Option<u64>,
+    producer: Producer,
+    /// Entries reserved (`RESERVED`, not `LIVE`) for the next new stints.
+    ready: Vec<u32>,
+    /// The allocator's clock hand over the entry table, and the table's size.
+    clock: u32,
+    capacity: u32,
+    /// New stints not yet handed to the sweep index.
+    fresh: Vec<IndexEntry>,
+    /// The incremental clean-up of `fresh` (see `tidy_fresh`): read position + 1 (0 = no pass
+    /// under way) and entries kept so far.
+    fresh_scan: usize,
+    fresh_kept: usize,
+    /// This commit's writers as validated: reused buffer.
+    plan: Vec<Planned>,
 }
+
+/// One writer of the commit being applied, as validation found it.
+#[derive(Clone, Copy)]
+struct Planned {
+    writer: WriterId,
+    /// The writer's cell (cells never move or go away while the tracker lives).
+    cell: *const Cell,
+    /// The binding word at validation, and the live stint it named, if any.
+    bind: u64,
+    live: Option<(u32, u32)>,
+}
+
+// SAFETY: `cell` points into the tracker's own cell table, valid for the tracker's lifetime
+// and shared-safe (atomics only); the plan moves with the committer state.
+unsafe impl Send for Planned {}
 
 /// The flush-offset tracker.
 ///
@@ -126,27 +207,48 @@ struct Counters {
 /// assert_eq!(t.ack(), Some(11));
 /// ```
 pub struct Tracker {
-    table: Table,
+    cells: Segmented<Cell, CELL_BASE_SHIFT>,
+    entries: Segmented<Entry, ENTRY_BASE_SHIFT>,
+    /// `progress_at` of each entry's stint (parallel to `entries`): written by the committer
+    /// when a stint starts and by the `MUT` holder; read by sweeps.
+    progress: Segmented<AtomicU64, ENTRY_BASE_SHIFT>,
     registry: Mutex<Registry>,
-    committer: Mutex<Committer>,
-    log: Mutex<Log>,
-    /// Drain election: IDLE → RUNNING (one drainer) → AGAIN (something changed meanwhile).
-    drain: CachePadded<AtomicU8>,
-    /// `pin_of(slot, epoch)` of the delivery at the head of the log, or `NO_PIN`.
-    head_pin: CachePadded<AtomicU64>,
+    /// The committer's state. Also taken, briefly, by a sweep collecting new stints, by
+    /// evictions and unregistrations of idle writers, and by a drain leaving an empty log, so
+    /// those serialise with commits instead of racing them.
+    committer: SpinLock<Committer>,
+    log: LogShared,
+    /// The consumer half of the log; only the drain-token holder touches it.
+    consumer: UnsafeCell<Consumer>,
+    /// The drain token (see [`drain`]).
+    drain: CachePadded<AtomicU64>,
+    head: HeadRecord,
     /// The ack plus one; 0 means none yet.
     ack: CachePadded<AtomicU64>,
-    /// Stints started (committer only) and ended (anyone): `pending = started − ended`, two
-    /// counters so the committer and the flushers never write the same line.
-    started: CachePadded<AtomicU64>,
-    ended: CachePadded<AtomicU64>,
+    seen: SeenRecord,
+    /// The newest commit's `now` (committer), and when the ack last moved, plus one (holder).
+    last_now: AtomicU64,
+    ack_moved_at: AtomicU64,
     waiters: AtomicUsize,
     wait_lock: Mutex<()>,
     wait_cv: Condvar,
     stale: Staleness,
     counters: Counters,
+    flushes: FlushCounters,
+    /// Stints ended other than by a flush (remove, cleanup, eviction, unregister), striped.
+    ends: [CachePadded<AtomicU64>; STRIPES],
+    work: Work,
+    /// Deliveries one call may examine (see [`drain`]).
+    budget: AtomicUsize,
     max_writers: usize,
 }
+
+// SAFETY: every field is shared-safe except `consumer`, which only the drain-token holder
+// touches (one thread at a time, ordered by the token's Acquire/Release), and the plan's cell
+// pointers, which point into our own table; the chunks are owned by the tracker.
+unsafe impl Sync for Tracker {}
+// SAFETY: the tracker owns everything it points to (chunks, segments).
+unsafe impl Send for Tracker {}
 
 impl Default for Tracker {
     fn default() -> Self {
@@ -163,9 +265,29 @@ impl std::fmt::Debug for Tracker {
     }
 }
 
+impl From<AllocFailed> for TrackerError {
+    fn from(e: AllocFailed) -> Self {
+        TrackerError::OutOfMemory { bytes: e.bytes }
+    }
+}
+
+/// How a writer's latest binding looks now.
+enum Bound<'a> {
+    /// Not pending.
+    Idle,
+    /// Pending: the stint's entry and tag, and the state as read.
+    Live {
+        entry: &'a Entry,
+        index: u32,
+        tag: u32,
+        state: State,
+    },
+}
+
 impl Tracker {
     /// Builds a tracker. Fails with `InvalidArgument` when `max_writers` is 0 or above
-    /// `u32::MAX`, `expected_writers > max_writers`, or `initial_ack` is `u64::MAX`.
+    /// `u32::MAX`, `expected_writers > max_writers`, or `initial_ack` is `u64::MAX`, and with
+    /// `OutOfMemory` when the cells for `expected_writers` cannot be allocated.
     pub fn new(options: TrackerOptions) -> Result<Tracker, TrackerError> {
         if options.max_writers == 0 || options.max_writers > u32::MAX as usize {
             return Err(TrackerError::InvalidArgument(
@@ -182,46 +304,61 @@ impl Tracker {
                 "initial_ack must be below u64::MAX",
             ));
         }
-        let table = Table::new();
+        let cells = Segmented::new();
         if options.expected_writers > 0 {
-            table.ensure((options.expected_writers - 1) as u32);
+            cells.ensure((options.expected_writers - 1) as u32)?;
         }
+        let entries = Segmented::new();
+        let progress = Segmented::new();
+        entries.ensure(0)?;
+        progress.ensure(0)?;
+        let capacity = entries.capacity() as u32;
+        let (log, producer, consumer) = log::new()?;
         Ok(Tracker {
-            table,
+            cells,
+            entries,
+            progress,
             registry: Mutex::new(Registry {
                 free: Vec::new(),
                 next: 0,
                 registered: 0,
             }),
-            committer: Mutex::new(Committer {
+            committer: SpinLock::new(Committer {
                 last_tx: options.initial_ack,
-                deliveries: Vec::new(),
+                producer,
+                ready: Vec::new(),
+                clock: 0,
+                capacity,
                 fresh: Vec::new(),
+                fresh_scan: 0,
+                fresh_kept: 0,
+                plan: Vec::new(),
             }),
-            log: Mutex::new(Log {
-                entries: VecDeque::new(),
-                last_seen: None,
-                compact_at: MIN_COMPACT,
-                ack_moved_at: None,
-                last_now: 0,
-            }),
-            drain: CachePadded::new(AtomicU8::new(DRAIN_IDLE)),
-            head_pin: CachePadded::new(AtomicU64::new(NO_PIN)),
+            log,
+            consumer: UnsafeCell::new(consumer),
+            drain: CachePadded::new(AtomicU64::new(drain::IDLE)),
+            head: HeadRecord::default(),
             ack: CachePadded::new(AtomicU64::new(options.initial_ack.map_or(0, |a| a + 1))),
-            started: CachePadded::new(AtomicU64::new(0)),
-            ended: CachePadded::new(AtomicU64::new(0)),
+            seen: SeenRecord::default(),
+            last_now: AtomicU64::new(0),
+            ack_moved_at: AtomicU64::new(0),
             waiters: AtomicUsize::new(0),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
             stale: Staleness::new(options.stall_grace_ms, options.event_capacity),
             counters: Counters::default(),
+            flushes: FlushCounters::new(),
+            ends: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+            work: Work::default(),
+            budget: AtomicUsize::new(drain::BUDGET),
             max_writers: options.max_writers,
         })
     }
 
     // ----- writers -------------------------------------------------------------------------
 
-    /// Registers a new writer. Fails with `CapacityExceeded` past `max_writers`.
+    /// Registers a new writer. Fails with `CapacityExceeded` past `max_writers`, and with
+    /// `OutOfMemory` when the cell table cannot grow (nothing changes then).
     pub fn register(&self) -> Result<WriterId, TrackerError> {
         let mut reg = self.registry.lock();
         if reg.registered as usize >= self.max_writers {
@@ -238,61 +375,86 @@ impl Tracker {
                         max_writers: self.max_writers,
                     });
                 }
-                let i = reg.next as u32;
-                self.table.ensure(i);
+                // Zeroed segments: O(1) even when the table doubles.
+                self.cells.ensure(reg.next as u32)?;
                 reg.next += 1;
-                i
+                (reg.next - 1) as u32
             }
         };
         reg.registered += 1;
-        let slot = self.table.get(index).expect("ensured above");
-        let mut g = slot.lock();
-        debug_assert_eq!(g.status, Status::Free);
-        g.status = Status::Idle;
-        g.flags = 0;
-        g.reason = 0;
-        g.progress_at = 0;
-        Ok(WriterId::new(index, g.generation))
+        let cell = self.cells.get(index).expect("ensured above");
+        // Relaxed load: free cells' meta only changes under the registry lock (we hold it).
+        let meta = Meta(cell.meta.load(Ordering::Relaxed));
+        debug_assert_eq!(meta.status(), Status::Free);
+        let generation = meta.generation();
+        // Release: a thread that looks the new id up (after learning it from us through some
+        // synchronising channel) sees the cell registered. A plain store is enough: nobody CASes
+        // a free cell's meta (every CAS follows a successful lookup of a registered id).
+        cell.meta
+            .store(Meta::registered(generation).0, Ordering::Release);
+        Ok(WriterId::new(index, generation))
     }
 
     /// Releases a writer's id (any status, evicted included). If it was pending it unpins now,
     /// like `remove`. The id is stale afterwards: using it fails with `UnknownWriter`.
     pub fn unregister(&self, writer: WriterId) -> Result<(), TrackerError> {
-        let slot = self.slot(writer)?;
-        let mut g = slot.lock();
-        if g.generation != writer.generation() || g.status == Status::Free {
-            return Err(TrackerError::UnknownWriter(writer));
-        }
-        let unpinned = self.end_stint_if_pending(&mut g);
-        g.status = Status::Free;
-        g.flags = 0;
-        g.generation = g.generation.wrapping_add(1);
-        let reusable = g.generation != 0;
-        drop(g);
-        if let Some(epoch) = unpinned {
-            self.after_unpin(writer.index(), epoch, None);
-        }
+        let cell = self.cell(writer)?;
+        // Under the commit lock: a commit either saw the writer registered and finished (its
+        // stint is ended below), or sees it unregistered.
+        let committer = self.committer.lock();
         let mut reg = self.registry.lock();
+        let mut meta = Meta(cell.meta.load(Ordering::Acquire));
+        let next_gen = loop {
+            if !meta.holds(writer) {
+                return Err(TrackerError::UnknownWriter(writer));
+            }
+            let next_gen = writer.generation().wrapping_add(1);
+            // AcqRel: the linearisation point of the unregister; ordered with flags and
+            // evictions changing the same word.
+            match cell.meta.compare_exchange(
+                meta.0,
+                Meta::free(next_gen).0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break next_gen,
+                Err(actual) => meta = Meta(actual),
+            }
+        };
         reg.registered -= 1;
-        if reusable {
+        if next_gen != 0 {
             reg.free.push(writer.index());
         }
+        drop(reg);
+        // `Err`: an eviction is ending the stint right now; it unpins it either way.
+        let ended = match self.bound(cell, writer) {
+            Ok(Bound::Live { entry, tag, .. }) => self.end_stint_quiet(entry, tag, writer, None),
+            _ => None,
+        };
+        drop(committer);
+        if ended.is_some_and(|s| s.has(HEAD)) {
+            self.head_released(None);
+        }
+        self.help_backlog(None);
         Ok(())
     }
 
     /// What the writer is doing.
     pub fn writer_status(&self, writer: WriterId) -> Result<WriterStatus, TrackerError> {
-        let g = self.slot(writer)?.lock();
-        if g.generation != writer.generation() {
+        let cell = self.cell(writer)?;
+        let meta = Meta(cell.meta.load(Ordering::Acquire));
+        if !meta.holds(writer) {
             return Err(TrackerError::UnknownWriter(writer));
         }
-        Ok(match g.status {
-            Status::Free => return Err(TrackerError::UnknownWriter(writer)),
-            Status::Idle => WriterStatus::Idle,
-            Status::Pending => WriterStatus::Pending,
-            Status::Evicted => WriterStatus::Evicted(
-                EvictReason::from_u8(g.reason).expect("evicted slots record a reason"),
-            ),
+        if meta.status() == Status::Evicted {
+            return Ok(WriterStatus::Evicted(
+                meta.reason().expect("evicted cells record a reason"),
+            ));
+        }
+        Ok(match self.bound(cell, writer) {
+            Ok(Bound::Live { .. }) => WriterStatus::Pending,
+            Ok(Bound::Idle) => WriterStatus::Idle,
+            Err(EvictedBy(reason)) => WriterStatus::Evicted(reason),
         })
     }
 
@@ -326,160 +488,227 @@ impl Tracker {
                 offered: offset.tx,
             });
         }
-        // Touch every slot first: independent loads overlap their cache misses, where the lock
-        // instructions below would take them one after another.
+        // Validate every writer before changing anything, and note what each looks like.
+        let mut plan = std::mem::take(&mut cs.plan);
+        plan.clear();
         for &w in writers {
-            if let Some(slot) = self.table.get(w.index()) {
-                slot.prefetch();
+            let cell = self.cell(w)?;
+            Meta(cell.meta.load(Ordering::Acquire)).check(w)?;
+            // Relaxed: only the committer (us) writes bindings.
+            let bind = cell.bind.load(Ordering::Relaxed);
+            let live = match self.bound(cell, w) {
+                Ok(Bound::Live { index, tag, .. }) => Some((index, tag)),
+                Ok(Bound::Idle) => None,
+                Err(EvictedBy(_)) => return Err(TrackerError::EvictedWriter(w)),
+            };
+            plan.push(Planned {
+                writer: w,
+                cell,
+                bind,
+                live,
+            });
+        }
+        // Room for every delivery and a free entry per writer, so nothing below can fail.
+        let reserved = cs
+            .producer
+            .reserve(writers.len(), &self.log)
+            .and_then(|()| self.reserve_entries(cs, writers.len()));
+        if let Err(e) = reserved {
+            cs.plan = plan;
+            return Err(e.into());
+        }
+        let mut pushed = 0;
+        for p in &plan {
+            // SAFETY: cells never move or go away while the tracker lives (see `Planned`).
+            let cell = unsafe { &*p.cell };
+            let target = match p.live {
+                Some((index, tag)) if self.entry(index).extend(tag, offset).is_ok() => {
+                    Some((index, tag))
+                }
+                // Relaxed: only we write bindings. Unchanged: still idle (an idle writer cannot
+                // be evicted or unregistered during a commit: those take the commit lock).
+                None if cell.bind.load(Ordering::Relaxed) == p.bind => {
+                    Some(self.start_stint(cs, cell, p.writer, offset, now))
+                }
+                // Listed twice, or its stint ended since validation.
+                _ => self.redeliver(cs, cell, p.writer, offset, now),
+            };
+            if let Some((index, tag)) = target {
+                cs.producer.push(Delivery {
+                    entry: index,
+                    tag,
+                    offset,
+                });
+                pushed += 1;
             }
         }
-        cs.deliveries.clear();
-        if writers.len() <= HELD_GUARDS {
-            // One lock per writer: validate every writer while holding its lock, then apply
-            // with the same guards. Only a committer holds several slot locks at once (and no
-            // other lock meanwhile but the commit lock), so this cannot deadlock; a slot listed
-            // twice is locked once.
-            let mut guards: [Option<SlotGuard<'_>>; HELD_GUARDS] = [const { None }; HELD_GUARDS];
-            for (i, &w) in writers.iter().enumerate() {
-                match writers[..i].iter().position(|p| p.index() == w.index()) {
-                    Some(first) => {
-                        let g = guards[first].as_ref().expect("first occurrence is locked");
-                        Self::check_live(g, w)?;
-                    }
-                    None => {
-                        let g = self.slot(w)?.lock();
-                        Self::check_live(&g, w)?;
-                        guards[i] = Some(g);
-                    }
-                }
-            }
-            for (g, w) in guards.iter_mut().zip(writers) {
-                if let Some(g) = g {
-                    Self::deliver(g, w.index(), offset, now, cs);
-                }
-            }
-        } else {
-            for &w in writers {
-                let slot = self.slot(w)?;
-                Self::check_live(&slot.lock(), w)?;
-            }
-            for &w in writers {
-                let mut g = self.slot(w).expect("validated above").lock();
-                if Self::check_live(&g, w).is_err() {
-                    // Evicted or unregistered by another thread since validation: the commit
-                    // is linearised before that, and the eviction/removal ended the stint.
-                    continue;
-                }
-                Self::deliver(&mut g, w.index(), offset, now, cs);
-            }
-        }
+        cs.plan = plan;
+        // Publish the deliveries (edge L1), then `last_seen` for readers.
+        cs.producer.publish(pushed, &self.log);
+        self.seen.write(offset);
         cs.last_tx = Some(offset.tx);
-        // Relaxed: statistics; only committers write these (under the commit lock).
-        self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        if !cs.fresh.is_empty() {
-            self.started
-                .fetch_add(cs.fresh.len() as u64, Ordering::Relaxed);
+        // Relaxed: a statistic (and the `now` for ack moves of calls without one).
+        if now > self.last_now.load(Ordering::Relaxed) {
+            self.last_now.store(now, Ordering::Relaxed);
         }
-        {
-            // Deliveries and `last_seen` are published in one log critical section: a drainer
-            // that finds the log empty knows every delivered commit up to `last_seen` is done.
-            // (A writer may already have flushed a delivery before it lands here; it is then
-            // simply dead on arrival.)
-            let mut log = self.log.lock();
-            let log = &mut *log;
-            let was_empty = log.entries.is_empty();
-            log.entries.extend(cs.deliveries.drain(..));
-            log.last_seen = Some(offset);
-            log.last_now = log.last_now.max(now);
-            let mut must_drain = was_empty;
-            if log.entries.len() >= log.compact_at {
-                self.compact_log(log);
-                must_drain = true;
-            }
-            if must_drain {
-                self.drain_locked(log, Some(now));
-            }
+        self.counters.commits.add_holder(1);
+        if cs.fresh.len() > stale::TIDY_AT {
+            self.tidy_fresh(cs);
         }
-        if !cs.fresh.is_empty() {
-            // Lock order: commit, then intake; the log lock is not held here.
-            self.admit_fresh(&mut cs.fresh, self.pending());
+        let compact = self.log.wants_compaction();
+        drop(guard);
+        // Edge D2: a drain leaves the token IDLE only under the commit lock, after seeing the
+        // log empty; so either it saw our deliveries, or we see IDLE here and drain. BACKLOG:
+        // continue it. PARKED with compaction due: take the token from the parked entry.
+        // Relaxed: ordered after any IDLE store by the commit lock; `take_token` decides.
+        let state = self.drain.load(Ordering::Relaxed);
+        let held = match state {
+            drain::IDLE | drain::BACKLOG => self.take_token(),
+            drain::PARKED if compact => self.steal_parked(),
+            _ => false,
+        };
+        if held {
+            self.hold(Some(now), compact);
         }
         Ok(())
     }
 
-    /// Records one delivery under the writer's lock.
-    #[inline]
-    fn deliver(g: &mut SlotGuard<'_>, index: u32, offset: Offset, now: u64, cs: &mut Committer) {
-        if g.status == Status::Pending {
-            g.last_sent = offset;
-        } else {
-            g.status = Status::Pending;
-            g.last_sent = offset;
-            g.progress_at = now;
-            // A new stint owes this commit whatever was reported before it (a report beyond an
-            // earlier `last_sent` must not cover a later delivery).
-            g.set(flag::CHALLENGED | flag::HAS_FLUSHED, false);
-            g.set(flag::INDEXED, true);
-            cs.fresh.push(IndexEntry::new(now, index, g.epoch()));
+    /// A planned writer whose binding changed since validation: deliver to its live stint, or
+    /// start one, or skip it if an eviction ended its stint meanwhile (the commit is then
+    /// linearised before the eviction, which ended everything the writer owed).
+    fn redeliver(
+        &self,
+        cs: &mut Committer,
+        cell: &Cell,
+        w: WriterId,
+        offset: Offset,
+        now: u64,
+    ) -> Option<(u32, u32)> {
+        loop {
+            match self.bound(cell, w) {
+                Ok(Bound::Live {
+                    entry, index, tag, ..
+                }) => {
+                    if entry.extend(tag, offset).is_ok() {
+                        return Some((index, tag));
+                    }
+                }
+                Ok(Bound::Idle) => {
+                    // An eviction that finished (cell marked, `EVICTING` lifted) before we
+                    // looked: the Acquire state load above orders its cell update before this.
+                    if Meta(cell.meta.load(Ordering::Acquire)).check(w).is_err() {
+                        return None;
+                    }
+                    return Some(self.start_stint(cs, cell, w, offset, now));
+                }
+                Err(EvictedBy(_)) => return None,
+            }
         }
-        cs.deliveries.push(Delivery {
-            slot: index,
-            epoch: g.epoch(),
-            offset,
-        });
     }
 
     /// Reports that `writer` flushed everything up to `offset` (at caller time `now`, ms).
     ///
     /// Ignored (but counted) when the writer is not pending. `offset >= last_sent` completes the
-    /// writer; a higher partial report is progress; a lower one changes nothing. Takes only the
-    /// writer's own lock; if this writer pins the ack it also elects a drainer.
+    /// writer; a higher partial report is progress; a lower one changes nothing. Lock-free: it
+    /// changes only the writer's own entry (one CAS to complete, two for progress), and drains
+    /// only when this writer pins the ack.
     pub fn flushed(&self, writer: WriterId, offset: Offset, now: u64) -> Result<(), TrackerError> {
-        let slot = self.slot(writer)?;
-        let mut g = slot.lock();
-        Self::check_live(&g, writer)?;
-        let stripe = writer.index() as usize % STRIPES;
-        // Relaxed: statistics.
-        self.counters.flushes[stripe].fetch_add(1, Ordering::Relaxed);
-        if g.status != Status::Pending {
-            self.counters.late_flushes[stripe].fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        let epoch = g.epoch();
-        if offset >= g.last_sent {
-            if !g.has(flag::HAS_FLUSHED) || offset > g.flushed {
-                g.flushed = offset;
+        let cell = self.cell(writer)?;
+        Meta(cell.meta.load(Ordering::Acquire)).check(writer)?;
+        let (entry, index, tag, mut s) = match self.bound(cell, writer) {
+            Ok(Bound::Live {
+                entry,
+                index,
+                tag,
+                state,
+            }) => (entry, index, tag, state),
+            Ok(Bound::Idle) => {
+                self.flushes.with(|b| Block::bump(&b.late));
+                self.help_backlog(Some(now));
+                return Ok(());
             }
-            g.set(flag::HAS_FLUSHED, true);
-            g.end_stint();
-            // Relaxed: statistics and a compaction threshold.
-            self.ended.fetch_add(1, Ordering::Relaxed);
-        } else if !g.has(flag::HAS_FLUSHED) || offset > g.flushed {
-            g.flushed = offset;
-            g.set(flag::HAS_FLUSHED, true);
-            g.progress_at = g.progress_at.max(now);
-            g.set(flag::CHALLENGED, false);
+            Err(EvictedBy(_)) => return Err(TrackerError::EvictedWriter(writer)),
+        };
+        let mut backoff = crate::sync::Backoff::new();
+        let held = loop {
+            if !s.is_stint(tag) {
+                // Ended since we looked: by an eviction (reject, as if it came first) or by
+                // a completion or removal (a late report).
+                if s.tag() == tag && s.has(entry::EVICTING) {
+                    return Err(TrackerError::EvictedWriter(writer));
+                }
+                self.flushes.with(|b| Block::bump(&b.late));
+                self.help_backlog(Some(now));
+                return Ok(());
+            }
+            if s.has(MUT) {
+                backoff.snooze();
+                s = entry.load();
+                continue;
+            }
+            if offset >= entry.sent(s) {
+                match entry.cas(s, s.ended(None)) {
+                    Ok(()) => {
+                        // Also counts the stint's end (for `pending`).
+                        self.flushes.with(|b| Block::bump(&b.completions));
+                        if s.has(HEAD) {
+                            self.head_released(Some(now));
+                        } else {
+                            self.help_backlog(Some(now));
+                        }
+                        return Ok(());
+                    }
+                    Err(actual) => {
+                        s = actual;
+                        continue;
+                    }
+                }
+            }
+            if s.has(HAS_FLUSHED) && offset <= entry.flushed_bound() {
+                // No progress: the newest report is at least this one.
+                self.flushes.with(|b| Block::bump(&b.other));
+                self.help_backlog(Some(now));
+                return Ok(());
+            }
+            match entry.cas(s, s.with(MUT, 0)) {
+                Ok(()) => break s.with(MUT, 0),
+                Err(actual) => s = actual,
+            }
+        };
+        // We hold MUT: `flushed_*` and `progress_at` are ours to write. `last_sent` can only
+        // have grown since we compared, so this is still a partial report.
+        let (set, clear) = if held.has(HAS_FLUSHED) && offset <= entry.flushed_bound() {
+            (0, 0)
         } else {
-            return Ok(());
+            entry.write_flushed(offset);
+            let p = self.progress_of(index);
+            // Relaxed: read by sweeps after they load the state (Acquire), which our release
+            // CAS below publishes.
+            if now > p.load(Ordering::Relaxed) {
+                p.store(now, Ordering::Relaxed);
+            }
+            (HAS_FLUSHED, CHALLENGED | HEAD)
+        };
+        let before = entry.release(held, set, clear);
+        self.flushes.with(|b| Block::bump(&b.other));
+        if clear & HEAD != 0 && before.has(HEAD) {
+            self.head_released(Some(now));
+        } else {
+            self.help_backlog(Some(now));
         }
-        drop(g);
-        self.after_unpin(writer.index(), epoch, Some(now));
         Ok(())
     }
 
     /// The writer is gone: it unpins now (everything it owed counts as done). It stays
     /// registered and may receive later commits.
     pub fn remove(&self, writer: WriterId) -> Result<(), TrackerError> {
-        let slot = self.slot(writer)?;
-        let mut g = slot.lock();
-        Self::check_live(&g, writer)?;
-        // Relaxed: statistics.
+        let cell = self.cell(writer)?;
+        Meta(cell.meta.load(Ordering::Acquire)).check(writer)?;
         self.counters.removes.fetch_add(1, Ordering::Relaxed);
-        let unpinned = self.end_stint_if_pending(&mut g);
-        drop(g);
-        if let Some(epoch) = unpinned {
-            self.after_unpin(writer.index(), epoch, None);
+        if let Err(EvictedBy(_)) = self.end_bound_stint(cell, writer, None, None) {
+            return Err(TrackerError::EvictedWriter(writer));
         }
+        self.help_backlog(None);
         Ok(())
     }
 
@@ -488,42 +717,41 @@ impl Tracker {
     /// `initial_ack`). One atomic load.
     #[inline]
     pub fn ack(&self) -> Option<u64> {
-        // Acquire: pairs with the Release in `publish_ack`, so a reader that sees an ack also
-        // sees the counters and state the drainer wrote before it (not needed for the value).
+        // Acquire: pairs with the Release in `publish_ack`.
         self.ack.load(Ordering::Acquire).checked_sub(1)
     }
 
     /// How many times the ack moved; compare two readings to learn that it advanced.
     pub fn ack_generation(&self) -> u64 {
-        // Relaxed: a statistic.
-        self.counters.ack_advances.load(Ordering::Relaxed)
+        self.counters.ack_advances.get()
     }
 
     /// Blocks until the ack exceeds `after` (`None` = any ack at all) or `timeout` passes.
     /// Returns the ack when it did, `None` on timeout. No spinning: the drainer that advances
-    /// the ack wakes the waiters.
+    /// the ack wakes the waiters. A timeout too large to represent waits without limit.
     pub fn wait_ack(&self, after: Option<u64>, timeout: Duration) -> Option<u64> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let ack = self.ack();
         if ack > after {
             return ack;
         }
         let mut guard = self.wait_lock.lock();
-        // SeqCst + fence: store-buffering handshake with `publish_ack` (store ack; fence; load
-        // waiters). Either the drainer sees our registration and notifies under `wait_lock`
-        // (which we hold until we wait), or we see its ack below.
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Edge W1 (see `publish_ack`): register; fence; read the ack.
+        self.waiters.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let result = loop {
             let ack = self.ack();
             if ack > after {
                 break ack;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                break None;
-            }
-            self.wait_cv.wait_for(&mut guard, deadline - now);
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => break None,
+                },
+                None => Duration::from_secs(3600),
+            };
+            self.wait_cv.wait_for(&mut guard, left);
         };
         // Relaxed: only a hint for notifiers; a stale non-zero costs one spurious notify.
         self.waiters.fetch_sub(1, Ordering::Relaxed);
@@ -532,65 +760,67 @@ impl Tracker {
 
     /// The last commit's offset.
     pub fn last_seen(&self) -> Option<Offset> {
-        self.log.lock().last_seen
+        self.seen.read()
     }
 
-    /// The writer holding the ack back, if any (`now` in the caller's ms, for its age).
+    /// The writer holding the ack back, if any (`now` in the caller's ms, for its age): the
+    /// owner of the head delivery the drain parked on, and that delivery's offset. `None` when
+    /// nothing pins the ack, and while a backlog is being drained (the head is moving).
     pub fn pinning(&self, now: u64) -> Option<Pinning> {
         for _ in 0..4 {
-            // Acquire: pairs with the Release store in `drain_locked`.
-            let pin = self.head_pin.load(Ordering::Acquire);
-            if pin == NO_PIN {
-                return None;
+            let d = self.head.read()?;
+            let entry = self.entries.get(d.entry)?;
+            let s = entry.load();
+            if !s.is_stint(d.tag) {
+                // The head moved on; a new holder is about to record the next one.
+                crate::sync::spin_hint();
+                continue;
             }
-            let (index, epoch) = ((pin >> 32) as u32, pin as u32);
-            let slot = self.table.get(index)?;
-            let g = slot.lock();
-            if g.epoch() != epoch || g.status != Status::Pending {
-                continue; // the head moved while we looked
+            // Relaxed: ordered after the state load (Acquire), which published them.
+            let writer = WriterId::from_raw(entry.owner.load(Ordering::Relaxed));
+            let progress = self.progress_of(d.entry).load(Ordering::Relaxed);
+            let flushed = s.has(HAS_FLUSHED).then(|| entry.flushed_bound());
+            if entry.load() != s {
+                continue;
             }
-            let owes = self.head_offset().unwrap_or(g.last_sent);
+            let meta = self
+                .cells
+                .get(writer.index())
+                .map(|c| Meta(c.meta.load(Ordering::Acquire)))?;
             return Some(Pinning {
-                writer: WriterId::new(index, g.generation),
-                owes,
-                flushed: g.has(flag::HAS_FLUSHED).then_some(g.flushed),
-                ms_since_progress: now.saturating_sub(g.progress_at),
-                paused: g.has(flag::PAUSED),
-                challenged: g.has(flag::CHALLENGED),
-                orphaned: g.has(flag::ORPHANED),
+                writer,
+                owes: d.offset,
+                flushed,
+                ms_since_progress: now.saturating_sub(progress),
+                paused: meta.paused(),
+                challenged: s.has(CHALLENGED),
+                orphaned: meta.orphaned(),
             });
         }
         None
     }
 
-    fn head_offset(&self) -> Option<Offset> {
-        self.log.try_lock()?.entries.front().map(|d| d.offset)
-    }
-
     /// Counters and state. `now` (caller ms) dates the progress ages.
     pub fn stats(&self, now: u64) -> TrackerStats {
         let c = &self.counters;
-        let sum = |a: &[CachePadded<AtomicU64>; STRIPES]| {
-            // Relaxed: statistics.
-            a.iter().map(|x| x.load(Ordering::Relaxed)).sum()
-        };
-        let (last_seen, moved_at) = {
-            let log = self.log.lock();
-            (log.last_seen, log.ack_moved_at)
-        };
+        let last_seen = self.last_seen();
         let ack = self.ack();
+        // Relaxed: a statistic.
+        let moved_at = self.ack_moved_at.load(Ordering::Relaxed).checked_sub(1);
         let oldest = self.oldest_progress();
         TrackerStats {
             ack,
             last_seen,
             ack_lag: last_seen.map(|s| s.tx.saturating_sub(ack.unwrap_or(0))),
-            ack_advances: c.ack_advances.load(Ordering::Relaxed),
+            ack_advances: c.ack_advances.get(),
             ms_since_ack_moved: moved_at.map(|t| now.saturating_sub(t)),
             registered: self.registry.lock().registered,
             pending: self.pending(),
-            commits: c.commits.load(Ordering::Relaxed),
-            flushes: sum(&c.flushes),
-            late_flushes: sum(&c.late_flushes),
+            commits: c.commits.get(),
+            flushes: self.flushes.sum(|b| &b.completions)
+                + self.flushes.sum(|b| &b.other)
+                + self.flushes.sum(|b| &b.late),
+            late_flushes: self.flushes.sum(|b| &b.late),
             removes: c.removes.load(Ordering::Relaxed),
             challenges: c.challenges.load(Ordering::Relaxed),
             evicted_crashed: c.evicted[0].load(Ordering::Relaxed),
@@ -602,180 +832,257 @@ impl Tracker {
         }
     }
 
-    /// Approximate bytes held by the tracker's structures (slots, log, sweep index, events).
+    /// Counters of the work calls did on the delivery log: the evidence for the per-call
+    /// bound (no call examines more than [`WorkStats::budget`] deliveries).
+    pub fn work_stats(&self) -> WorkStats {
+        WorkStats {
+            budget: self.call_budget() as u64,
+            deliveries_popped: self.work.popped.get(),
+            entries_scanned: self.work.scanned.get(),
+            max_call_work: self.work.max_call.load(Ordering::Relaxed),
+            backlogs: self.work.backlogs.get(),
+            backlog: self.has_backlog(),
+            log_len: self.log.len(),
+        }
+    }
+
+    /// Approximate bytes held by the tracker's structures (cells, entries, log, sweep index,
+    /// events).
     pub fn memory_bytes(&self) -> usize {
         let committer = {
             let cs = self.committer.lock();
-            cs.deliveries.capacity() * std::mem::size_of::<Delivery>()
-                + cs.fresh.capacity() * std::mem::size_of::<IndexEntry>()
+            cs.fresh.capacity() * std::mem::size_of::<IndexEntry>()
+                + cs.ready.capacity() * 4
+                + cs.plan.capacity() * std::mem::size_of::<Planned>()
         };
-        let log = self.log.lock().entries.capacity() * std::mem::size_of::<Delivery>();
-        self.table.allocated_bytes() + committer + log + self.stale.memory_bytes()
+        self.cells.allocated_bytes()
+            + self.entries.allocated_bytes()
+            + self.progress.allocated_bytes()
+            + self.log.allocated_bytes()
+            + committer
+            + self.stale.memory_bytes()
     }
 
     // ----- internals ------------------------------------------------------------------------
 
     /// Writers pending now (a snapshot: exact when nothing runs concurrently).
     fn pending(&self) -> u64 {
-        // Relaxed: statistics and compaction thresholds; read `ended` first so a concurrent
-        // start-then-end never makes the difference negative.
-        let ended = self.ended.load(Ordering::Relaxed);
-        self.started.load(Ordering::Relaxed).saturating_sub(ended)
+        // Relaxed: statistics; read the ends first so a concurrent start-then-end never makes
+        // the difference negative.
+        let ended = self.flushes.sum(|b| &b.completions)
+            + self
+                .ends
+                .iter()
+                .map(|e| e.load(Ordering::Relaxed))
+                .sum::<u64>();
+        self.counters.started.get().saturating_sub(ended)
     }
 
     #[inline]
-    fn slot(&self, writer: WriterId) -> Result<&Slot, TrackerError> {
-        self.table
+    fn cell(&self, writer: WriterId) -> Result<&Cell, TrackerError> {
+        self.cells
             .get(writer.index())
             .ok_or(TrackerError::UnknownWriter(writer))
     }
 
-    /// Rejects stale, unknown and evicted ids.
     #[inline]
-    fn check_live(g: &WriterState, writer: WriterId) -> Result<(), TrackerError> {
-        if g.generation != writer.generation() || g.status == Status::Free {
-            Err(TrackerError::UnknownWriter(writer))
-        } else if g.status == Status::Evicted {
-            Err(TrackerError::EvictedWriter(writer))
+    fn entry(&self, index: u32) -> &Entry {
+        self.entries
+            .get(index)
+            .expect("bindings and deliveries name allocated entries")
+    }
+
+    #[inline]
+    fn progress_of(&self, index: u32) -> &AtomicU64 {
+        self.progress
+            .get(index)
+            .expect("the progress table grows with the entry table")
+    }
+
+    /// Follows the writer's binding: its live stint, if any, or the eviction that just ended
+    /// it (an eviction's entry carries `EVICTING` until the cell says evicted).
+    #[inline(always)]
+    fn bound<'a>(&'a self, cell: &Cell, writer: WriterId) -> Result<Bound<'a>, EvictedBy> {
+        // Acquire: pairs with the committer's Release store of the binding, so the entry it
+        // names is initialised for this stint.
+        let Some(b) = Bind::decode(cell.bind.load(Ordering::Acquire)) else {
+            return Ok(Bound::Idle);
+        };
+        let entry = self.entry(b.entry);
+        let state = entry.load();
+        if state.tag() != b.tag {
+            return Ok(Bound::Idle);
+        }
+        // Relaxed: ordered after the state load (Acquire) that published it. If the entry moved
+        // on to another stint since, the owner may be another writer's: we then report idle,
+        // which is what this writer was from that moment.
+        if entry.owner.load(Ordering::Relaxed) != writer.to_raw() {
+            return Ok(Bound::Idle);
+        }
+        if state.live() {
+            Ok(Bound::Live {
+                entry,
+                index: b.entry,
+                tag: b.tag,
+                state,
+            })
+        } else if state.has(entry::EVICTING) {
+            Err(EvictedBy(
+                EvictReason::from_u8(state.evict_reason()).expect("evictions record a reason"),
+            ))
         } else {
-            Ok(())
+            Ok(Bound::Idle)
         }
     }
 
-    /// Ends the stint if pending; returns the ended epoch (to check against the head pin).
-    fn end_stint_if_pending(&self, g: &mut SlotGuard<'_>) -> Option<u32> {
-        if g.status != Status::Pending {
-            return None;
-        }
-        let epoch = g.epoch();
-        g.end_stint();
-        // Relaxed: statistics and a compaction threshold.
-        self.ended.fetch_add(1, Ordering::Relaxed);
-        Some(epoch)
-    }
-
-    /// Called after a writer's state changed in a way that may complete the head delivery
-    /// (its lock released). Only the head's own writer can move the ack, so everyone else
-    /// returns after one load.
+    /// Starts a new stint for `w` on a reserved entry, with its first delivery. Committer only.
     #[inline]
-    fn after_unpin(&self, slot: u32, epoch: u32, now: Option<u64>) {
-        // Relaxed is enough: the drainer stores `head_pin` *before* locking this writer's slot
-        // to check it, and we load it *after* unlocking that slot. If the drainer's check came
-        // after our unlock, it saw our change; otherwise its store happens-before our load
-        // (slot unlock → lock), so we see the pin (or a later one) and elect a drainer.
-        if self.head_pin.load(Ordering::Relaxed) == pin_of(slot, epoch) {
-            self.request_drain(now);
-        }
+    fn start_stint(
+        &self,
+        cs: &mut Committer,
+        cell: &Cell,
+        w: WriterId,
+        offset: Offset,
+        now: u64,
+    ) -> (u32, u32) {
+        let index = cs.ready.pop().expect("reserved before applying");
+        let entry = self.entry(index);
+        // Relaxed: the entry is reserved; only we write it.
+        let next = State(entry.state.load(Ordering::Relaxed)).next_stint();
+        // Relaxed: published by the Release store of the state in `start`.
+        self.progress_of(index).store(now, Ordering::Relaxed);
+        entry.start(next, w.to_raw(), offset);
+        // Release: a thread that follows the binding sees the initialised entry.
+        cell.bind.store(
+            Bind {
+                entry: index,
+                tag: next.tag(),
+            }
+            .encode(),
+            Ordering::Release,
+        );
+        self.counters.started.add_holder(1);
+        cs.fresh
+            .push(IndexEntry::new(now, w.index(), index, next.tag()));
+        (index, next.tag())
     }
 
-    /// Elects one drainer among concurrent requesters; the others return at once, so flush
-    /// reports never queue on the log lock (at most one thread, the elected one, waits for it).
-    #[cold]
-    fn request_drain(&self, now: Option<u64>) {
-        let mut cur = self.drain.load(Ordering::Relaxed);
-        loop {
-            let next = if cur == DRAIN_IDLE {
-                DRAIN_RUNNING
-            } else {
-                DRAIN_AGAIN
-            };
-            // AcqRel: Release publishes our writer-state change to the drainer whose CAS/swap
-            // reads this value; Acquire (when we win) orders us after the previous drainer.
-            match self
-                .drain
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
+    /// Reserves `n` free entries (CLOCK over the table; grows it when a scan finds none).
+    #[inline]
+    fn reserve_entries(&self, cs: &mut Committer, n: usize) -> Result<(), AllocFailed> {
+        if cs.ready.len() >= n {
+            return Ok(());
         }
-        if cur != DRAIN_IDLE {
-            return; // the running drainer goes round again and sees our change
-        }
-        loop {
-            {
-                let mut log = self.log.lock();
-                self.drain_locked(&mut log, now);
+        self.reserve_more(cs, n)
+    }
+
+    fn reserve_more(&self, cs: &mut Committer, n: usize) -> Result<(), AllocFailed> {
+        while cs.ready.len() < n {
+            let mut found = None;
+            for _ in 0..CLOCK_SCAN.min(cs.capacity) {
+                let i = cs.clock;
+                cs.clock = if cs.clock + 1 == cs.capacity {
+                    0
+                } else {
+                    cs.clock + 1
+                };
+                let e = self.entry(i);
+                // Acquire: orders our later writes to the entry after the ender's CAS.
+                let s = e.load();
+                if !s.live() && !s.has(entry::EVICTING) && !s.has(RESERVED) {
+                    found = Some((i, e, s));
+                    break;
+                }
             }
-            // AcqRel/Acquire: if someone asked again meanwhile we read their Release and drain
-            // once more with their change visible. The swap (an RMW) reads the newest request.
-            match self.drain.compare_exchange(
-                DRAIN_RUNNING,
-                DRAIN_IDLE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
-                Err(_) => {
-                    self.drain.swap(DRAIN_RUNNING, Ordering::AcqRel);
+            match found {
+                Some((i, e, s)) => {
+                    // Relaxed: a word without LIVE is ours (see `entry::RESERVED`).
+                    e.state.store(s.with(RESERVED, 0).0, Ordering::Relaxed);
+                    cs.ready.push(i);
+                }
+                None => {
+                    let at = cs.capacity;
+                    self.entries.ensure(at)?;
+                    self.progress.ensure(at)?;
+                    cs.capacity = self.entries.capacity() as u32;
+                    cs.clock = at;
                 }
             }
         }
+        Ok(())
     }
 
-    /// Drops done deliveries at the head and publishes the ack. Caller holds the log lock.
-    fn drain_locked(&self, log: &mut Log, now: Option<u64>) {
-        let target = loop {
-            let Some(d) = log.entries.front().copied() else {
-                // Release: pairs with `pinning`'s Acquire.
-                self.head_pin.store(NO_PIN, Ordering::Release);
-                break log.last_seen.map(|o| o.tx);
-            };
-            let pin = pin_of(d.slot, d.epoch);
-            // Relaxed load: we are the only writer of head_pin (log lock held).
-            if self.head_pin.load(Ordering::Relaxed) != pin {
-                // Must precede the slot lock below: see `after_unpin`.
-                self.head_pin.store(pin, Ordering::Release);
+    /// Ends stint `tag` on `entry` (of `writer`) if still live, as a removal (`evict: None`) or
+    /// an eviction; counts it, and drains if the drain was parked there. Returns whether this
+    /// call ended it.
+    fn end_stint(
+        &self,
+        entry: &Entry,
+        tag: u32,
+        writer: WriterId,
+        evict: Option<EvictReason>,
+        now: Option<u64>,
+    ) -> bool {
+        match self.end_stint_quiet(entry, tag, writer, evict) {
+            Some(s) => {
+                if s.has(HEAD) {
+                    self.head_released(now);
+                }
+                true
             }
-            let slot = self
-                .table
-                .get(d.slot)
-                .expect("a delivery names an allocated slot");
-            // A changed epoch proves the stint ended without the lock; "not done" is only ever
-            // concluded under the lock (which the head-pin handshake relies on).
-            if slot.stint_ended(d.epoch) || slot.lock().covers(d.epoch, d.offset) {
-                log.entries.pop_front();
-                continue;
-            }
-            break d.offset.tx.checked_sub(1);
-        };
-        if let Some(ack) = target {
-            self.publish_ack(ack, log, now);
+            None => false,
         }
     }
 
-    /// Raises the ack to `ack` if higher. Caller holds the log lock (the only writer).
-    fn publish_ack(&self, ack: u64, log: &mut Log, now: Option<u64>) {
-        let encoded = ack + 1;
-        // Relaxed load: we are the only writer (log lock held).
-        if encoded <= self.ack.load(Ordering::Relaxed) {
-            return;
-        }
-        // Release: pairs with `ack()`'s Acquire.
-        self.ack.store(encoded, Ordering::Release);
-        // Relaxed: a statistic.
-        self.counters.ack_advances.fetch_add(1, Ordering::Relaxed);
-        log.ack_moved_at = Some(now.unwrap_or(log.last_now));
-        // SeqCst fence: store-buffering handshake with `wait_ack` (see there).
-        fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::Relaxed) > 0 {
-            let _g = self.wait_lock.lock();
-            self.wait_cv.notify_all();
-        }
+    /// [`end_stint`](Self::end_stint) without the drain: returns the state it ended (whose
+    /// `HEAD` bit, if set, makes the caller the drain-token holder: it must call
+    /// `head_released`, after releasing any lock a drain may take).
+    fn end_stint_quiet(
+        &self,
+        entry: &Entry,
+        tag: u32,
+        writer: WriterId,
+        evict: Option<EvictReason>,
+    ) -> Option<State> {
+        let s = entry.end(tag, evict.map(|r| r.to_u8())).ok()?;
+        self.count_end(writer);
+        Some(s)
     }
 
-    /// Drops done deliveries anywhere in the log (keeping order). O(len), run when the log
-    /// doubled since the last compaction, so amortised O(1) per delivery.
-    #[cold]
-    fn compact_log(&self, log: &mut Log) {
-        log.entries.retain(|d| {
-            let slot = self.table.get(d.slot).expect("allocated");
-            !(slot.stint_ended(d.epoch) || slot.lock().covers(d.epoch, d.offset))
-        });
-        log.entries.shrink_to(log.entries.len() * 2);
-        log.compact_at = (log.entries.len() * 2).max(MIN_COMPACT);
+    /// Counts a stint ended other than by a flush.
+    fn count_end(&self, writer: WriterId) {
+        // Relaxed: statistics.
+        self.ends[writer.index() as usize % STRIPES].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends the writer's live stint, if it has one, as a removal.
+    fn end_bound_stint(
+        &self,
+        cell: &Cell,
+        writer: WriterId,
+        evict: Option<EvictReason>,
+        now: Option<u64>,
+    ) -> Result<bool, EvictedBy> {
+        match self.bound(cell, writer)? {
+            Bound::Live { entry, tag, .. } => Ok(self.end_stint(entry, tag, writer, evict, now)),
+            Bound::Idle => Ok(false),
+        }
     }
 }
 
-#[cfg(test)]
+/// A binding followed to a stint that an eviction (still finishing) ended.
+struct EvictedBy(EvictReason);
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let producer = &mut self.committer.get_mut().producer;
+        let log = &self.log;
+        self.consumer.with_mut(|p| {
+            // SAFETY: `&mut self`: no other thread can hold the token or touch the log.
+            unsafe { &mut *p }.free_all(producer, log);
+        });
+    }
+}
+
+#[cfg(all(test, not(tidemark_loom)))]
 mod tests;

@@ -102,6 +102,11 @@ pub enum TrackerError {
     },
     /// Options or arguments out of range.
     InvalidArgument(&'static str),
+    /// The allocator refused memory the call needed (nothing changed).
+    OutOfMemory {
+        /// The size of the allocation that failed.
+        bytes: usize,
+    },
 }
 
 impl TrackerError {
@@ -113,6 +118,7 @@ impl TrackerError {
             TrackerError::EvictedWriter(_) => "evicted",
             TrackerError::CapacityExceeded { .. } => "capacity_exceeded",
             TrackerError::InvalidArgument(_) => "invalid_argument",
+            TrackerError::OutOfMemory { .. } => "out_of_memory",
         }
     }
 }
@@ -130,6 +136,9 @@ impl fmt::Display for TrackerError {
                 write!(f, "all {max_writers} writer slots are in use")
             }
             TrackerError::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            TrackerError::OutOfMemory { bytes } => {
+                write!(f, "out of memory: an allocation of {bytes} bytes failed")
+            }
         }
     }
 }
@@ -279,4 +288,24 @@ pub struct TrackerStats {
     pub oldest_progress_age_ms: Option<u64>,
     /// The writer pinning the ack.
     pub pinning: Option<Pinning>,
+}
+
+/// What calls did to the delivery log (`Tracker::work_stats`): the evidence that every call does
+/// bounded work, for tests and hosts that watch it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkStats {
+    /// The most deliveries one call may examine (pop, judge or compact).
+    pub budget: u64,
+    /// Deliveries popped at the head of the log, in all.
+    pub deliveries_popped: u64,
+    /// Deliveries examined by compaction, in all.
+    pub entries_scanned: u64,
+    /// The most deliveries any single call examined so far (never above `budget`).
+    pub max_call_work: u64,
+    /// Calls that stopped at the budget and left a backlog for later calls.
+    pub backlogs: u64,
+    /// A drain backlog or a compaction pass is waiting for later calls (`run_backlog`).
+    pub backlog: bool,
+    /// Deliveries in the log now.
+    pub log_len: u64,
 }
