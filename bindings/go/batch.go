@@ -279,7 +279,17 @@ type Batch struct {
 	Trigger       Trigger
 
 	buf *BatchBuffer
-	h   atomic.Pointer[C.tidemark_batch] // nil once acked, nacked or released
+	h   batchHandle // nil once acked, nacked or released
+}
+
+// batchHandle holds a batch's C handle and hands it out once. (atomic.Pointer cannot hold a
+// cgo incomplete struct type since Go 1.20, so the pointer is kept as an unsafe.Pointer.)
+type batchHandle struct{ p unsafe.Pointer }
+
+func (h *batchHandle) Store(b *C.tidemark_batch) { atomic.StorePointer(&h.p, unsafe.Pointer(b)) }
+
+func (h *batchHandle) Swap(b *C.tidemark_batch) *C.tidemark_batch {
+	return (*C.tidemark_batch)(atomic.SwapPointer(&h.p, unsafe.Pointer(b)))
 }
 
 func (bt *Batch) finalize() {
