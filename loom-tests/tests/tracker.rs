@@ -1,10 +1,14 @@
-//! loom models of the tracker's protocols: the head-pin/drain handshake between flushers and
-//! the ack publication, commit vs flush, remove vs flush, and the staleness races (flush vs
-//! eviction, touch vs sweep, down vs flush), with ack readers during them.
+//! loom models of the tracker's protocols, on the real code: the drain-token hand-over through
+//! the parked entry (`HEAD`) and the ack publication, commit vs flush (extend vs complete),
+//! partial progress, a budgeted drain continued by another thread, compaction racing a flush,
+//! eviction racing a drain, the `wait_ack` wake-up (a real condition-variable wait), and the
+//! staleness races (flush vs eviction, touch vs sweep, pause vs sweep, down vs flush), with ack
+//! readers during them.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p loom-tests --release --test tracker`.
-//! Under loom the writer table's first segment holds 2 slots (core/src/tracker/table.rs), so
-//! these models allocate as few modelled mutexes as possible.
+//! Run: `RUSTFLAGS="--cfg tidemark_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p loom-tests
+//! --release --test tracker`. Under loom the core shrinks its tables (2 cells, 2 entries and 2
+//! deliveries per chunk per segment), the per-call budget (3) and the compaction threshold (2),
+//! so small models cross every boundary.
 #![cfg(tidemark_loom)]
 
 use loom::sync::Arc;
@@ -14,6 +18,13 @@ use tidemark::{DownClass, Offset, Tracker, TrackerError, TrackerOptions, WriterS
 
 fn o(tx: u64) -> Offset {
     Offset::new(tx, 0)
+}
+
+/// A model builder with its own preemption bound (for models whose threads run long paths).
+fn bounded(preemptions: usize) -> loom::model::Builder {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(preemptions);
+    b
 }
 
 fn tracker(grace: u64) -> Arc<Tracker> {
@@ -190,5 +201,183 @@ fn down_races_flush() {
             Ok(WriterStatus::Evicted(tidemark::EvictReason::Crashed))
         );
         assert_eq!(t.ack(), Some(1));
+    });
+}
+
+/// The committer delivers a second commit to `a` while `a` reports partial progress (a report
+/// that covers its first delivery but not the second); `b` completes afterwards, and the ack
+/// read then is checked against the claims made before it.
+#[test]
+fn committer_and_a_flusher_with_partial_progress() {
+    // The committer (this thread, which then reports for `b` and reads the ack) races `a`'s
+    // report: the extend, partial-progress and completion CASes on `a`'s entry interleave
+    // with the commit's delivery; `b`'s completion then releases what `a` no longer owes.
+    bounded(3).check(|| {
+        let t = tracker(60_000);
+        let a = t.register().unwrap();
+        let b = t.register().unwrap();
+        t.commit(o(1), &[a], 0).unwrap();
+        t.commit(o(2), &[b], 0).unwrap();
+        let claimed_a1 = Arc::new(AtomicBool::new(false));
+        let fa = {
+            let (t, c) = (t.clone(), claimed_a1.clone());
+            thread::spawn(move || {
+                c.store(true, Ordering::SeqCst);
+                // Covers commit 1; commit 3 (if already delivered) stays owed.
+                t.flushed(a, o(1), 1).unwrap();
+            })
+        };
+        t.commit(o(3), &[a], 0).unwrap();
+        t.flushed(b, o(2), 1).unwrap();
+        let seen = t.ack();
+        if seen >= Some(1) {
+            assert!(
+                claimed_a1.load(Ordering::SeqCst),
+                "ack {seen:?} before a flushed 1"
+            );
+        }
+        assert!(seen <= Some(2), "ack {seen:?} passed commit 3");
+        fa.join().unwrap();
+        while t.run_backlog() {}
+        // Commit 3 is owed by `a` unless its report landed before the delivery (then the
+        // report completed the first stint and commit 3 started a new one): either way 3 is
+        // owed, so the exact ack is 2.
+        assert_eq!(t.ack(), Some(2));
+        assert_eq!(t.writer_status(a), Ok(WriterStatus::Pending));
+        t.flushed(a, o(3), 2).unwrap();
+        assert_eq!(t.ack(), Some(3));
+    });
+}
+
+/// A budget of one delivery per call: the release of the head leaves a backlog that another
+/// thread's ordinary call continues; the ack stays safe throughout and ends exact.
+#[test]
+fn budgeted_drain_continued_by_another_thread() {
+    loom::model(|| {
+        let t = tracker(60_000);
+        t.set_call_budget(1);
+        let a = t.register().unwrap();
+        let b = t.register().unwrap();
+        t.commit(o(1), &[a], 0).unwrap();
+        t.commit(o(2), &[b], 0).unwrap();
+        t.commit(o(3), &[b], 0).unwrap();
+        t.flushed(b, o(3), 1).unwrap(); // b done: its deliveries wait behind a's
+        let released = Arc::new(AtomicBool::new(false));
+        let h = {
+            let (t, r) = (t.clone(), released.clone());
+            thread::spawn(move || {
+                r.store(true, Ordering::SeqCst);
+                t.flushed(a, o(1), 2).unwrap();
+            })
+        };
+        // Ordinary traffic from this thread: a late report (b is idle) helps the backlog.
+        t.flushed(b, o(3), 2).unwrap();
+        let seen = t.ack();
+        if seen >= Some(1) {
+            assert!(
+                released.load(Ordering::SeqCst),
+                "ack {seen:?} before a flushed"
+            );
+        }
+        h.join().unwrap();
+        let w = t.work_stats();
+        assert!(w.max_call_work <= 1, "{w:?}");
+        while t.run_backlog() {}
+        assert_eq!(t.ack(), Some(3));
+        assert!(t.work_stats().max_call_work <= 1);
+    });
+}
+
+/// Compaction (driven by commits while the head is pinned) races a flush of a delivery it is
+/// filtering; then the head is released. Nothing done is kept forever, nothing owed is
+/// dropped: the final ack is exact.
+#[test]
+fn compaction_races_a_flush() {
+    loom::model(|| {
+        let t = tracker(60_000);
+        let stuck = t.register().unwrap();
+        let w = t.register().unwrap();
+        t.commit(o(1), &[stuck], 0).unwrap();
+        // Under loom a chunk holds 2 deliveries and compaction starts above 2: these fill
+        // sealed chunks behind the pinned head.
+        for tx in 2..=5 {
+            t.commit(o(tx), &[w], 0).unwrap();
+        }
+        let h = {
+            let t = t.clone();
+            thread::spawn(move || t.flushed(w, o(5), 1).unwrap())
+        };
+        // Each commit drives one compaction step.
+        t.commit(o(6), &[stuck], 0).unwrap();
+        while t.run_backlog() {}
+        h.join().unwrap();
+        assert_eq!(t.ack(), Some(0), "stuck pins commit 1");
+        t.flushed(stuck, o(6), 2).unwrap();
+        while t.run_backlog() {}
+        assert_eq!(t.ack(), Some(6));
+    });
+}
+
+/// A crash eviction of the head writer races a drain started by another writer's report.
+#[test]
+fn eviction_races_a_drain() {
+    loom::model(|| {
+        let t = tracker(60_000);
+        let a = t.register().unwrap();
+        let b = t.register().unwrap();
+        t.commit(o(1), &[a, b], 0).unwrap();
+        t.commit(o(2), &[b], 0).unwrap();
+        let h = {
+            let t = t.clone();
+            thread::spawn(move || t.down(a, DownClass::Crash, 1).unwrap())
+        };
+        t.flushed(b, o(2), 1).unwrap();
+        let mid = t.ack();
+        assert!(matches!(mid, Some(0..=2)), "got {mid:?}");
+        h.join().unwrap();
+        while t.run_backlog() {}
+        assert_eq!(t.ack(), Some(2));
+        let mut events = Vec::new();
+        t.take_events(&mut events, 8);
+        assert_eq!(
+            events,
+            vec![tidemark::Event::Evicted(a, tidemark::EvictReason::Crashed)]
+        );
+    });
+}
+
+/// `wait_ack` parks on the condition variable (a real wait under loom): the flush that moves
+/// the ack must wake it, whichever order the registration and the publication take.
+#[test]
+fn wait_ack_is_woken_by_the_publication() {
+    loom::model(|| {
+        let t = tracker(60_000);
+        let a = t.register().unwrap();
+        t.commit(o(1), &[a], 0).unwrap();
+        let waiter = {
+            let t = t.clone();
+            thread::spawn(move || t.wait_ack(Some(0), std::time::Duration::from_secs(60)))
+        };
+        t.flushed(a, o(1), 1).unwrap();
+        assert_eq!(waiter.join().unwrap(), Some(1));
+    });
+}
+
+/// `pause` racing the sweep that would evict: a paused writer is never evicted, and a writer
+/// evicted first makes the pause fail.
+#[test]
+fn pause_races_sweep() {
+    loom::model(|| {
+        let t = tracker(10);
+        let a = t.register().unwrap();
+        t.commit(o(1), &[a], 0).unwrap();
+        t.sweep(11);
+        let h = {
+            let t = t.clone();
+            thread::spawn(move || t.sweep(12).evicted)
+        };
+        let paused = t.pause(a);
+        let evicted = h.join().unwrap();
+        assert_eq!(paused.is_ok(), evicted == 0, "{paused:?} / {evicted}");
     });
 }

@@ -39,7 +39,15 @@ impl Block {
 /// The counter blocks of one tracker.
 pub(super) struct FlushCounters {
     /// Unique among all trackers of the process (never reused), the thread-local cache key.
+    #[cfg_attr(
+        tidemark_loom,
+        allow(dead_code, reason = "loom models count in `shared`")
+    )]
     id: u64,
+    #[cfg_attr(
+        tidemark_loom,
+        allow(dead_code, reason = "loom models count in `shared`")
+    )]
     blocks: Mutex<Vec<std::sync::Arc<Block>>>,
     #[cfg(tidemark_loom)]
     shared: Block,

@@ -118,6 +118,16 @@ impl HeadRecord {
     }
 }
 
+/// How a holder leaves the token (done after its consumer access ended).
+enum Leave<'a> {
+    /// The log was empty: leave `IDLE`, still under the commit lock.
+    Idle(crate::sync::SpinGuard<'a, super::Committer>),
+    /// The budget ran out with deliveries left.
+    Backlog,
+    /// Park on this entry, judged in this state.
+    Park(&'a super::entry::Entry, super::entry::State),
+}
+
 impl Tracker {
     /// Takes an `IDLE` or `BACKLOG` token. On success the caller must run
     /// [`hold`](Self::hold) (which leaves it again).
@@ -191,32 +201,60 @@ impl Tracker {
     }
 
     /// Runs the log while holding the token, then leaves it: one compaction step when
-    /// `compact` (and the log wants one), then draining, within [`BUDGET`]. Returns the work
-    /// done (deliveries examined).
+    /// `compact` (and the log wants one), then draining, within the call budget. Returns the
+    /// work done (deliveries examined).
     pub(super) fn hold(&self, now: Option<u64>, compact: bool) -> usize {
-        self.consumer.with_mut(|p| {
-            // SAFETY: we hold the token (the caller's `take_token` succeeded): no other thread
-            // touches the consumer until we leave the token with a Release store, and the next
-            // holder's Acquire CAS orders it after us.
-            let consumer = unsafe { &mut *p };
-            self.hold_with(consumer, now, compact)
-        })
-    }
-
-    fn hold_with(&self, consumer: &mut Consumer, now: Option<u64>, compact: bool) -> usize {
-        let mut work = 0;
         let budget = self.call_budget();
-        if compact && self.log.wants_compaction() {
-            // Half the budget at most: the drain below needs some to judge the head again.
-            let share = budget.div_ceil(2);
-            if let Compacted::Scanned(n) =
-                consumer.compact_step(&self.log, share, |d| self.delivery_done(d))
-            {
-                work += n;
-                self.work.scanned.add_holder(n as u64);
+        let mut work = 0;
+        let mut compact = compact;
+        loop {
+            // The consumer is touched only inside this closure; the token is handed over
+            // (below) only after it returned, so no two holders' accesses ever overlap.
+            let leave = self.consumer.with_mut(|p| {
+                // SAFETY: we hold the token: no other thread touches the consumer until we
+                // hand the token over, after this closure; the next holder's Acquire (CAS on
+                // the token word or on the parked entry) orders it after our Release.
+                let consumer = unsafe { &mut *p };
+                if std::mem::take(&mut compact) && self.log.wants_compaction() {
+                    // Half the budget at most: the drain needs some to judge the head again.
+                    let share = budget.div_ceil(2);
+                    if let Compacted::Scanned(n) =
+                        consumer.compact_step(&self.log, share, |d| self.delivery_done(d))
+                    {
+                        work += n;
+                        self.work.scanned.add_holder(n as u64);
+                    }
+                }
+                self.drain_held(consumer, now, budget, &mut work)
+            });
+            match leave {
+                Leave::Idle(committer) => {
+                    // Release: our writes (consumer, head record, ack, counters) before the
+                    // next holder's Acquire CAS. Stored under the commit lock (edge D2).
+                    self.drain.store(IDLE, Ordering::Release);
+                    drop(committer);
+                    break;
+                }
+                Leave::Backlog => {
+                    // Release: as for IDLE.
+                    self.drain.store(BACKLOG, Ordering::Release);
+                    break;
+                }
+                Leave::Park(entry, s) => {
+                    // Edge D1: PARKED first, then the HEAD bit, so whoever clears the bit finds
+                    // the word PARKED and marks it held. Relaxed: the hand-over synchronises
+                    // through the entry's state word (our Release CAS, the taker's Acquire).
+                    self.drain.store(PARKED, Ordering::Relaxed);
+                    debug_assert!(!s.has(RESERVED) && !s.has(EVICTING));
+                    if entry.cas(s, s.with(HEAD, 0)).is_ok() {
+                        break;
+                    }
+                    // The stint changed after we judged it. No HEAD bit is set, so nobody took
+                    // the token: it is still ours. Judge again.
+                    self.token_taken();
+                }
             }
         }
-        work += self.drain_held(consumer, now, budget - work);
         self.work.record_call(work as u64);
         work
     }
@@ -228,26 +266,18 @@ impl Tracker {
         e.covers(e.load(), d.tag, d.offset)
     }
 
-    /// The drain loop (see the module docs). Leaves the token before returning.
-    fn drain_held(&self, c: &mut Consumer, now: Option<u64>, budget: usize) -> usize {
-        let (mut popped, mut live_popped) = (0, 0);
-        let work = self.drain_loop(c, now, budget, &mut popped, &mut live_popped);
-        // Counted once per call (tombstones were counted as dropped when compaction made them).
-        c.dropped(&self.log, live_popped);
-        self.work.popped.add_holder(popped);
-        work
-    }
-
-    fn drain_loop(
+    /// The drain loop (see the module docs): pops done deliveries within `budget` (counting
+    /// into `work`), publishes the ack, and says how to leave the token.
+    fn drain_held(
         &self,
         c: &mut Consumer,
         now: Option<u64>,
         budget: usize,
-        popped: &mut u64,
-        live_popped: &mut u64,
-    ) -> usize {
-        let mut work = 0;
-        loop {
+        work: &mut usize,
+    ) -> Leave<'_> {
+        // Deliveries popped, and how many were not tombstones (compaction counted those).
+        let (mut popped, mut live) = (0u64, 0u64);
+        let leave = loop {
             let d = match c.peek(&self.log) {
                 Some(d) => d,
                 None => {
@@ -265,31 +295,26 @@ impl Tracker {
                                 self.publish_ack(last, now);
                             }
                             self.head.clear();
-                            // Release: our writes (consumer, head record, ack) before the next
-                            // holder's Acquire CAS.
-                            self.drain.store(IDLE, Ordering::Release);
-                            return work;
+                            break Leave::Idle(cs);
                         }
                     }
                 }
             };
-            if work >= budget {
+            if *work >= budget {
                 // Every delivery before `d` is done: acking below `d.tx` is safe.
                 if let Some(tx) = d.offset.tx.checked_sub(1) {
                     self.publish_ack(tx, now);
                 }
                 self.work.backlogs.add_holder(1);
-                // Release: as for IDLE above.
-                self.drain.store(BACKLOG, Ordering::Release);
-                return work;
+                break Leave::Backlog;
             }
-            work += 1;
+            *work += 1;
             let e = self.entry(d.entry);
             let s = e.load();
             if e.covers(s, d.tag, d.offset) {
                 c.pop();
-                *popped += 1;
-                *live_popped += (d.tag != 0) as u64;
+                popped += 1;
+                live += (d.tag != 0) as u64;
                 continue;
             }
             if let Some(tx) = d.offset.tx.checked_sub(1) {
@@ -297,18 +322,11 @@ impl Tracker {
             }
             self.head
                 .write(d.entry as u64 | ((d.tag as u64) << 32), d.offset);
-            // Edge D1: PARKED first, then the HEAD bit, so whoever clears the bit finds the
-            // word PARKED and marks it held. Relaxed: the hand-over synchronises through the
-            // entry's state word (our Release CAS, the taker's Acquire CAS).
-            self.drain.store(PARKED, Ordering::Relaxed);
-            debug_assert!(!s.has(RESERVED) && !s.has(EVICTING));
-            if e.cas(s, s.with(HEAD, 0)).is_ok() {
-                return work;
-            }
-            // The stint changed after we judged it. No HEAD bit is set, so nobody took the
-            // token: it is still ours. Judge again.
-            self.token_taken();
-        }
+            break Leave::Park(e, s);
+        };
+        c.dropped(&self.log, live);
+        self.work.popped.add_holder(popped);
+        leave
     }
 
     /// Raises the ack to `ack` if higher. Only the token holder calls it (the only writer).

@@ -195,15 +195,21 @@ impl Tracker {
     pub fn touch(&self, writer: WriterId, now: u64) -> Result<(), TrackerError> {
         let cell = self.cell(writer)?;
         Meta(cell.meta.load(Ordering::Acquire)).check(writer)?;
-        if let Bound::Live {
-            entry, index, tag, ..
-        } = self
-            .bound(cell, writer)
-            .map_err(|_| TrackerError::EvictedWriter(writer))?
-            && let Ok(held) = entry.acquire(tag)
-        {
-            self.raise_progress(index, now);
-            entry.release(held, 0, CHALLENGED);
+        loop {
+            match self.bound(cell, writer) {
+                Err(EvictedBy(_)) => return Err(TrackerError::EvictedWriter(writer)),
+                Ok(Bound::Idle) => break,
+                Ok(Bound::Live {
+                    entry, index, tag, ..
+                }) => {
+                    if let Ok(held) = entry.acquire(tag) {
+                        self.raise_progress(index, now);
+                        entry.release(held, 0, CHALLENGED);
+                        break;
+                    }
+                    // The stint ended under us (completed or evicted): look again.
+                }
+            }
         }
         self.help_backlog(Some(now));
         Ok(())
@@ -453,15 +459,19 @@ impl Tracker {
         rearm: Option<u64>,
         f: impl Fn(Meta) -> Meta,
     ) -> Result<Option<IndexEntry>, TrackerError> {
-        let live = match self.bound(cell, writer) {
-            Err(EvictedBy(_)) => return Err(TrackerError::EvictedWriter(writer)),
-            Ok(Bound::Live {
-                entry, index, tag, ..
-            }) => entry
-                .acquire(tag)
-                .ok()
-                .map(|held| (entry, index, tag, held)),
-            Ok(Bound::Idle) => None,
+        let live = loop {
+            match self.bound(cell, writer) {
+                Err(EvictedBy(_)) => return Err(TrackerError::EvictedWriter(writer)),
+                Ok(Bound::Live {
+                    entry, index, tag, ..
+                }) => {
+                    if let Ok(held) = entry.acquire(tag) {
+                        break Some((entry, index, tag, held));
+                    }
+                    // The stint ended under us (completed or evicted): look again.
+                }
+                Ok(Bound::Idle) => break None,
+            }
         };
         let mut meta = Meta(cell.meta.load(Ordering::Acquire));
         let changed = loop {
