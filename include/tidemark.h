@@ -69,6 +69,9 @@ enum tidemark_status
   // The handle is not a live handle of the expected type (a handle of another type, or one
   // detected as freed). Detection is best effort: see docs/ABI.md.
   TIDEMARK_STATUS_INVALID_HANDLE = 18,
+  // Memory for the tracker's tables could not be allocated (the host is out of memory, or a
+  // table reached its addressable limit). Nothing changed.
+  TIDEMARK_STATUS_OUT_OF_MEMORY = 19,
 };
 #ifndef __cplusplus
 typedef uint32_t tidemark_status;
@@ -407,6 +410,25 @@ typedef struct tidemark_tracker_counters {
   // Heap bytes the tracker holds.
   uint64_t memory_bytes;
 } tidemark_tracker_counters;
+
+// What the tracker's calls did to its delivery log, from `tidemark_tracker_work_stats`: the
+// evidence that every call does bounded work.
+typedef struct tidemark_work_stats {
+  // The most deliveries one call may examine (`tidemark_tracker_set_call_budget`).
+  uint64_t budget;
+  // Deliveries popped at the head of the log, in all.
+  uint64_t deliveries_popped;
+  // Deliveries examined by compaction, in all.
+  uint64_t entries_scanned;
+  // The most deliveries any single call examined so far (never above `budget`).
+  uint64_t max_call_work;
+  // Calls that stopped at the budget and left a backlog for later calls.
+  uint64_t backlogs;
+  // Leftover work waits for later calls (`tidemark_tracker_run_backlog`).
+  bool backlog;
+  // Deliveries in the log now.
+  uint64_t log_len;
+} tidemark_work_stats;
 
 // What a sweep did.
 typedef struct tidemark_sweep_outcome {
@@ -845,6 +867,40 @@ tidemark_status tidemark_tracker_pinning(const struct tidemark_tracker *tracker,
 tidemark_status tidemark_tracker_stats(const struct tidemark_tracker *tracker,
                                        uint64_t now_ms,
                                        struct tidemark_tracker_counters *out);
+
+// On `OK`, `*out` receives what calls did to the delivery log (work per call, backlog).
+//
+// # Safety
+// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+// - `out` is NULL or points to writable memory for one `tidemark_work_stats`.
+tidemark_status tidemark_tracker_work_stats(const struct tidemark_tracker *tracker,
+                                            struct tidemark_work_stats *out);
+
+// Sets the most deliveries one call may examine (pop, judge or compact); default 1 024. A
+// host with a tighter time limit per call (a BEAM scheduler) sets a smaller one; larger
+// backlogs take more calls. `INVALID_ARGUMENT` for 0.
+//
+// # Safety
+// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+tidemark_status tidemark_tracker_set_call_budget(const struct tidemark_tracker *tracker,
+                                                 uint64_t deliveries);
+
+// Runs one budgeted step of leftover work (a drain backlog or a compaction pass); on `OK`,
+// `*more` receives true while more remains (call again, from a background thread or a dirty
+// scheduler). A tracker without a backlog returns at once with false.
+//
+// # Safety
+// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+// - `more` is NULL or points to writable memory for one `bool`.
+tidemark_status tidemark_tracker_run_backlog(const struct tidemark_tracker *tracker, bool *more);
+
+// On `OK`, `*out` receives whether leftover work (a drain backlog or a compaction pass) waits
+// for `tidemark_tracker_run_backlog` or later calls.
+//
+// # Safety
+// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+// - `out` is NULL or points to writable memory for one `bool`.
+tidemark_status tidemark_tracker_has_backlog(const struct tidemark_tracker *tracker, bool *out);
 
 // Changes the grace period (milliseconds) for later sweeps.
 //

@@ -29,6 +29,7 @@ const (
 	StatusLinkFailed      Status = 16
 	StatusEmpty           Status = 17
 	StatusInvalidHandle   Status = 18
+	StatusOutOfMemory     Status = 19
 )
 
 // Error is the type of every error the package returns for a C status or a misuse it detects.
@@ -71,6 +72,7 @@ var (
 	ErrLinkFailed      = sentinel(StatusLinkFailed, "batch delivered, but the linked tracker refused the report")
 	ErrEmpty           = sentinel(StatusEmpty, "no value yet")
 	ErrInvalidHandle   = sentinel(StatusInvalidHandle, "invalid handle")
+	ErrOutOfMemory     = sentinel(StatusOutOfMemory, "out of memory in the native library")
 )
 
 // Misuse detected by the binding itself (no C call was made). Each Is ErrInvalidArgument too.
@@ -129,6 +131,8 @@ func statusErr(s Status) error {
 		return ErrEmpty
 	case StatusInvalidHandle:
 		return ErrInvalidHandle
+	case StatusOutOfMemory:
+		return ErrOutOfMemory
 	default:
 		return &Error{status: s, msg: fmt.Sprintf("unknown status %d (%s)", uint32(s), statusMessage(s))}
 	}

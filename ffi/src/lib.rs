@@ -87,6 +87,9 @@ pub enum tidemark_status {
     /// The handle is not a live handle of the expected type (a handle of another type, or one
     /// detected as freed). Detection is best effort: see docs/ABI.md.
     InvalidHandle = 18,
+    /// Memory for the tracker's tables could not be allocated (the host is out of memory, or a
+    /// table reached its addressable limit). Nothing changed.
+    OutOfMemory = 19,
 }
 
 impl tidemark_status {
@@ -112,6 +115,7 @@ impl tidemark_status {
             tidemark_status::LinkFailed => c"batch acked, but reporting to the tracker failed",
             tidemark_status::Empty => c"no value yet",
             tidemark_status::InvalidHandle => c"not a live handle of the expected type",
+            tidemark_status::OutOfMemory => c"out of memory",
         }
     }
 
@@ -138,6 +142,7 @@ impl tidemark_status {
             16 => LinkFailed,
             17 => Empty,
             18 => InvalidHandle,
+            19 => OutOfMemory,
             _ => return None,
         })
     }
@@ -207,11 +212,13 @@ mod tests {
             let m = unsafe { CStr::from_ptr(tidemark_status_message(i)) };
             assert!(!m.to_bytes().is_empty());
         }
-        assert_eq!(n, 19, "a new status needs a number, a message and a test");
+        assert_eq!(n, 20, "a new status needs a number, a message and a test");
         // The numbers other repositories depend on.
         assert_eq!(tidemark_status::Ok as u32, 0);
         assert_eq!(tidemark_status::NullArgument as u32, 1);
         assert_eq!(tidemark_status::Panic as u32, 13);
+        assert_eq!(tidemark_status::InvalidHandle as u32, 18);
+        assert_eq!(tidemark_status::OutOfMemory as u32, 19);
         // SAFETY: as above.
         let m = unsafe { CStr::from_ptr(tidemark_status_message(999)) };
         assert_eq!(m.to_str().unwrap(), "unknown status");

@@ -472,6 +472,94 @@ pub unsafe extern "C" fn tidemark_tracker_stats(
     })
 }
 
+/// On `OK`, `*out` receives what calls did to the delivery log (work per call, backlog).
+///
+/// # Safety
+/// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+/// - `out` is NULL or points to writable memory for one `tidemark_work_stats`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidemark_tracker_work_stats(
+    tracker: *const tidemark_tracker,
+    out: *mut tidemark_work_stats,
+) -> tidemark_status {
+    boundary!({
+        // SAFETY: C contract on both pointers.
+        let (t, out) = unsafe { (self::tracker(tracker)?, cast::out(out)?) };
+        let w = t.work_stats();
+        out.write(tidemark_work_stats {
+            budget: w.budget,
+            deliveries_popped: w.deliveries_popped,
+            entries_scanned: w.entries_scanned,
+            max_call_work: w.max_call_work,
+            backlogs: w.backlogs,
+            backlog: w.backlog,
+            log_len: w.log_len,
+        });
+        Ok(())
+    })
+}
+
+/// Sets the most deliveries one call may examine (pop, judge or compact); default 1 024. A
+/// host with a tighter time limit per call (a BEAM scheduler) sets a smaller one; larger
+/// backlogs take more calls. `INVALID_ARGUMENT` for 0.
+///
+/// # Safety
+/// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidemark_tracker_set_call_budget(
+    tracker: *const tidemark_tracker,
+    deliveries: u64,
+) -> tidemark_status {
+    boundary!({
+        // SAFETY: C contract on the pointer.
+        let t = unsafe { self::tracker(tracker)? };
+        if deliveries == 0 {
+            return Err(tidemark_status::InvalidArgument);
+        }
+        t.set_call_budget(usize::try_from(deliveries).unwrap_or(usize::MAX));
+        Ok(())
+    })
+}
+
+/// Runs one budgeted step of leftover work (a drain backlog or a compaction pass); on `OK`,
+/// `*more` receives true while more remains (call again, from a background thread or a dirty
+/// scheduler). A tracker without a backlog returns at once with false.
+///
+/// # Safety
+/// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+/// - `more` is NULL or points to writable memory for one `bool`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidemark_tracker_run_backlog(
+    tracker: *const tidemark_tracker,
+    more: *mut bool,
+) -> tidemark_status {
+    boundary!({
+        // SAFETY: C contract on both pointers.
+        let (t, more) = unsafe { (self::tracker(tracker)?, cast::out(more)?) };
+        more.write(t.run_backlog());
+        Ok(())
+    })
+}
+
+/// On `OK`, `*out` receives whether leftover work (a drain backlog or a compaction pass) waits
+/// for `tidemark_tracker_run_backlog` or later calls.
+///
+/// # Safety
+/// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+/// - `out` is NULL or points to writable memory for one `bool`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidemark_tracker_has_backlog(
+    tracker: *const tidemark_tracker,
+    out: *mut bool,
+) -> tidemark_status {
+    boundary!({
+        // SAFETY: C contract on both pointers.
+        let (t, out) = unsafe { (self::tracker(tracker)?, cast::out(out)?) };
+        out.write(t.has_backlog());
+        Ok(())
+    })
+}
+
 /// Changes the grace period (milliseconds) for later sweeps.
 ///
 /// # Safety

@@ -164,6 +164,27 @@ pub struct tidemark_pinning {
     pub orphaned: bool,
 }
 
+/// What the tracker's calls did to its delivery log, from `tidemark_tracker_work_stats`: the
+/// evidence that every call does bounded work.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct tidemark_work_stats {
+    /// The most deliveries one call may examine (`tidemark_tracker_set_call_budget`).
+    pub budget: u64,
+    /// Deliveries popped at the head of the log, in all.
+    pub deliveries_popped: u64,
+    /// Deliveries examined by compaction, in all.
+    pub entries_scanned: u64,
+    /// The most deliveries any single call examined so far (never above `budget`).
+    pub max_call_work: u64,
+    /// Calls that stopped at the budget and left a backlog for later calls.
+    pub backlogs: u64,
+    /// Leftover work waits for later calls (`tidemark_tracker_run_backlog`).
+    pub backlog: bool,
+    /// Deliveries in the log now.
+    pub log_len: u64,
+}
+
 /// Counters and gauges of a tracker, from `tidemark_tracker_stats`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -398,6 +419,7 @@ pub(crate) fn tracker_status(e: &TrackerError) -> tidemark_status {
         TrackerError::UnknownWriter(_) => tidemark_status::UnknownWriter,
         TrackerError::EvictedWriter(_) => tidemark_status::EvictedWriter,
         TrackerError::CapacityExceeded { .. } => tidemark_status::Capacity,
+        TrackerError::OutOfMemory { .. } => tidemark_status::OutOfMemory,
         _ => tidemark_status::InvalidArgument,
     }
 }

@@ -65,7 +65,7 @@ static ERL_NIF_TERM a_crash, a_cleanup, a_teardown;
 static ERL_NIF_TERM a_idle, a_pending;
 static ERL_NIF_TERM a_count, a_bytes, a_linger, a_flush, a_stop;
 static ERL_NIF_TERM a_unknown_status, a_enomem;
-static ERL_NIF_TERM status_atoms[TIDEMARK_STATUS_INVALID_HANDLE + 1];
+static ERL_NIF_TERM status_atoms[TIDEMARK_STATUS_OUT_OF_MEMORY + 1];
 
 static ERL_NIF_TERM atom(ErlNifEnv *env, const char *name) {
     ERL_NIF_TERM a;
@@ -110,14 +110,14 @@ static void init_atoms(ErlNifEnv *env) {
         "unknown_writer", "evicted_writer", "capacity",      "full",
         "stopping",    "closed",        "timeout",          "would_block",
         "buffer_too_small", "panic",    "too_large",        "not_in_flight",
-        "link_failed", "empty",         "invalid_handle",
+        "link_failed", "empty",         "invalid_handle",   "out_of_memory",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         status_atoms[i] = atom(env, names[i]);
 }
 
 static ERL_NIF_TERM status_atom(tidemark_status s) {
-    return s <= TIDEMARK_STATUS_INVALID_HANDLE ? status_atoms[s] : a_unknown_status;
+    return s <= TIDEMARK_STATUS_OUT_OF_MEMORY ? status_atoms[s] : a_unknown_status;
 }
 
 /* :ok, or {:error, status} */
