@@ -30,8 +30,8 @@ step() {
   total_passed=$((total_passed + p))
   total_failed=$((total_failed + f))
   # And the summaries of the non-cargo runners ("c: 12 passed, 0 failed", go, elixir).
-  p=$(grep -E '^(c|go|elixir): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-  f=$(grep -E '^(c|go|elixir): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+  p=$(grep -E '^(c|go|elixir|pg): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+  f=$(grep -E '^(c|go|elixir|pg): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
   total_passed=$((total_passed + p))
   total_failed=$((total_failed + f))
   if [ "$rc" -eq 0 ]; then
@@ -115,6 +115,9 @@ step elixir scripts/elixir-test.sh
 step soak cargo run --release --locked -p tidemark-cli -- simulate --duration 20s --seed 7 \
   --writers 20000 --faults 12 --grace-ms 500 --sweep-ms 50 --pause-ms 1000 --slow-ms 100 \
   --no-progress
+# A real PostgreSQL slot: 20 s `tidemark pg` with one kill and one wedge, plus the electric
+# baseline; the script starts and stops the cluster (SKIPPED if it cannot be started).
+step pg scripts/pg-test.sh
 
 echo
 echo "steps: $passed_steps ok, ${#failed_steps[@]} failed${failed_steps[*]:+ (${failed_steps[*]})}"

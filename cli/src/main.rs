@@ -5,11 +5,13 @@
 //! - `replay FILE|-`: drive a tracker from a JSON-lines trace (see [`replay`]).
 //! - `simulate [flags]`: a replication pipeline under faults on the real library, with live
 //!   progress, invariant checks and a final report (see [`simulate`]).
+//! - `pg [flags]`: the same pipeline on a real PostgreSQL logical slot (see [`pg`]).
 //!
 //! Usage errors print to stderr and exit with status 2.
 
 use std::process::ExitCode;
 
+mod pg;
 mod replay;
 mod simulate;
 
@@ -22,6 +24,9 @@ commands:
                   run a replication pipeline under injected faults on the real library, watch
                   it live, check its invariants and print a report (exit 1 if a check failed);
                   `tidemark simulate --help` lists the flags
+  pg [flags]      stream a real PostgreSQL logical slot into writers under faults and
+                  acknowledge it with the tracker's ack (start a server: scripts/pg.sh start);
+                  `tidemark pg --help` lists the flags
   replay FILE|-   drive a flush tracker from a JSON-lines trace (`-` reads stdin) and print
                   one JSON line per input line: {\"ack\":N|null, ...}
   help            print this text
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         }
         "replay" => replay::main(rest),
         "simulate" => simulate::main(rest),
+        "pg" => pg::main(rest),
         other => usage_error(&format!("unknown command `{other}`")),
     }
 }

@@ -1,0 +1,531 @@
+//! `tidemark pg` flags, the fault specification, and the seeded random numbers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The local cluster of `scripts/pg.sh` (port `TIDEMARK_PG_PORT`, default 54329).
+pub(crate) const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:54329/postgres";
+
+/// Which tracker decides what is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TrackerKind {
+    /// `tidemark::Tracker`: exact ack, staleness sweeps, evictions.
+    Tidemark,
+    /// Electric's algorithm (`tidemark::model::ReferenceModel`): per-writer minimum, no sweeps.
+    Electric,
+}
+
+impl TrackerKind {
+    /// A stable name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TrackerKind::Tidemark => "tidemark",
+            TrackerKind::Electric => "electric",
+        }
+    }
+}
+
+/// A fault kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum FaultKind {
+    /// The writer's worker drops it without any cleanup (in-flight batch abandoned); the host
+    /// reports `down(teardown)` as a process monitor would. Must be evicted `orphaned`.
+    Kill,
+    /// Keeps accepting, never stores, never answers a challenge. Must be evicted `stalled`.
+    Wedge,
+    /// Storage latency `--slow-ms` per batch, still progressing. Must not be evicted.
+    Slow,
+}
+
+impl FaultKind {
+    /// A stable name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Wedge => "wedge",
+            FaultKind::Slow => "slow",
+        }
+    }
+
+    /// The documented detection bound `G + k·P`: its `k`.
+    pub(crate) fn bound_sweeps(self) -> u64 {
+        match self {
+            FaultKind::Kill => 1,
+            FaultKind::Wedge | FaultKind::Slow => 2,
+        }
+    }
+
+    /// Does it pin the slot until evicted?
+    pub(crate) fn pins(self) -> bool {
+        matches!(self, FaultKind::Kill | FaultKind::Wedge)
+    }
+}
+
+/// One requested fault: a kind and, optionally, when (ms after the load starts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FaultSpec {
+    /// What.
+    pub kind: FaultKind,
+    /// When; `None`: spread over the run (see [`Config::fault_times`]).
+    pub at_ms: Option<u64>,
+}
+
+/// The flags (see [`HELP`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    /// The server (`postgresql://user[:password]@host:port/db`).
+    pub url: String,
+    /// The logical slot.
+    pub slot: String,
+    /// The publication.
+    pub publication: String,
+    /// Which tracker acknowledges.
+    pub tracker: TrackerKind,
+    /// How long the load generator writes.
+    pub duration: Duration,
+    /// Writers (each with its own batch buffer and store file).
+    pub writers: usize,
+    /// Rows inserted or updated per second.
+    pub rate: u64,
+    /// Keys per writer (row ids `0..writers * keys`; writer = id mod writers).
+    pub keys_per_writer: u64,
+    /// Fraction of transactions that write the unpublished table instead.
+    pub noise: f64,
+    /// Payload bytes per row.
+    pub row_bytes: usize,
+    /// Faults, in order.
+    pub faults: Vec<FaultSpec>,
+    /// Stall grace period `G` (ms).
+    pub grace_ms: u64,
+    /// Sweep period `P` (ms).
+    pub sweep_ms: u64,
+    /// Worker threads storing batches.
+    pub workers: usize,
+    /// Storage latency per batch (ms).
+    pub latency_ms: u64,
+    /// Storage latency per batch of a slow writer (ms).
+    pub slow_ms: u64,
+    /// fsync every append.
+    pub fsync: bool,
+    /// Batch linger (ms).
+    pub linger_ms: u64,
+    /// Messages per batch.
+    pub max_batch: usize,
+    /// Buffer capacity per writer (messages).
+    pub capacity: usize,
+    /// Standby status update interval (ms).
+    pub status_ms: u64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Where the stores go (default: a fresh temp dir, removed at the end).
+    pub store_dir: Option<PathBuf>,
+    /// Keep the store directory.
+    pub keep_store: bool,
+    /// Keep the slot when this run created it (it is dropped by default: a leftover slot
+    /// retains WAL forever).
+    pub keep_slot: bool,
+    /// SVG chart path.
+    pub chart: Option<PathBuf>,
+    /// Top of the chart's retained-WAL axis (MiB; default: the run's peak), so that two
+    /// charts can share a scale.
+    pub chart_max_mib: Option<f64>,
+    /// JSON report.
+    pub json: bool,
+    /// Live progress (only on a terminal).
+    pub progress: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: DEFAULT_URL.to_owned(),
+            slot: "tidemark".to_owned(),
+            publication: "tidemark".to_owned(),
+            tracker: TrackerKind::Tidemark,
+            duration: Duration::from_secs(20),
+            writers: 1_000,
+            rate: 2_000,
+            keys_per_writer: 8,
+            noise: 0.1,
+            row_bytes: 64,
+            faults: vec![
+                FaultSpec {
+                    kind: FaultKind::Kill,
+                    at_ms: None,
+                },
+                FaultSpec {
+                    kind: FaultKind::Wedge,
+                    at_ms: None,
+                },
+                FaultSpec {
+                    kind: FaultKind::Slow,
+                    at_ms: None,
+                },
+            ],
+            grace_ms: 2_000,
+            sweep_ms: 200,
+            workers: 2,
+            latency_ms: 5,
+            slow_ms: 300,
+            fsync: false,
+            linger_ms: 5,
+            max_batch: 64,
+            capacity: 256,
+            status_ms: 100,
+            seed: 1,
+            store_dir: None,
+            keep_store: false,
+            keep_slot: false,
+            chart: None,
+            chart_max_mib: None,
+            json: false,
+            progress: true,
+        }
+    }
+}
+
+impl Config {
+    /// When each fault happens (ms after the load starts): the given time, or from 20 % of
+    /// the run on, one every [`Config::fault_spacing_ms`] when they all fit before 70 % of it
+    /// (so that each kill or wedge is resolved before the next), else spread over 20–60 %.
+    pub(crate) fn fault_times(&self) -> Vec<u64> {
+        let total = self.duration.as_millis() as u64;
+        let n = self.faults.len().max(1) as u64;
+        let spread = (total * 2 / 5) / n;
+        let gap = self.fault_spacing_ms().max(spread);
+        let gap = if total / 5 + gap * (n - 1) <= total * 7 / 10 {
+            gap
+        } else {
+            spread
+        };
+        self.faults
+            .iter()
+            .enumerate()
+            .map(|(k, f)| f.at_ms.unwrap_or(total / 5 + gap * k as u64))
+            .collect()
+    }
+
+    /// The time a kill or a wedge needs to resolve: its detection bound `G + 2P` plus 1.5 s
+    /// for the slot to follow.
+    pub(crate) fn fault_spacing_ms(&self) -> u64 {
+        self.grace_ms + 2 * self.sweep_ms + 1_500
+    }
+}
+
+/// `tidemark pg --help`.
+pub(crate) const HELP: &str = "\
+usage: tidemark pg [flags]
+
+Streams a real PostgreSQL logical slot (pgoutput, streaming replication protocol) into writers
+with their own batch buffers and append-only stores, acknowledges the slot with the tracker's
+ack, injects faults, and checks that no change is confirmed before every writer it went to had
+stored it. Start a throwaway server with `scripts/pg.sh start`. Exit status 0 when every check
+passed, 1 otherwise, 2 on bad flags or when the server cannot be used.
+
+flags (defaults in brackets):
+  --url URL          server [postgresql://postgres@127.0.0.1:54329/postgres, scripts/pg.sh]
+  --slot NAME        logical slot, created (pgoutput) unless it exists [tidemark]
+  --publication P    publication, created unless it exists [tidemark]
+  --tracker T        tidemark or electric (per-writer minimum, no staleness sweeps) [tidemark]
+  --duration D       how long the load runs, e.g. 20s, 500ms [20s]
+  --writers N        writers; a row with id k goes to writer k mod N [1000]
+  --rate N           rows inserted or updated per second [2000]
+  --keys N           keys per writer [8]
+  --noise F          fraction of transactions on an unpublished table [0.1]
+  --row-bytes N      payload bytes per row [64]
+  --faults LIST      comma-separated kill, wedge, slow, each optionally @TIME (e.g. kill@4s);
+                     `none` for no faults [kill,wedge,slow, from 20 % of the run on, each
+                     resolved before the next when they fit]
+  --grace-ms G       stall grace period [2000]
+  --sweep-ms P       sweep period [200]
+  --workers N        worker threads storing batches [2]
+  --latency-ms L     storage latency per batch [5]
+  --slow-ms L        storage latency per batch of a slow writer [300]
+  --fsync            fsync every append
+  --linger-ms L      batch linger [5]
+  --max-batch N      messages per batch [64]
+  --capacity N       buffer capacity per writer, messages [256]
+  --status-ms S      standby status update interval [100]
+  --seed S           seed of every random choice [1]
+  --store-dir DIR    where the per-writer stores go [a fresh temp dir, removed at the end]
+  --keep-store       keep the store directory
+  --keep-slot        keep the slot even when this run created it [dropped at the end]
+  --chart FILE       write an SVG chart: retained WAL, confirmed vs newest commit, faults
+  --chart-max-mib M  top of the chart's retained-WAL axis, to compare charts [the peak]
+  --json             print the report as JSON
+  --no-progress      no live progress (it is drawn only when stdout is a terminal anyway)
+";
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Run with this configuration.
+    Run(Box<Config>),
+    /// Print the help.
+    Help,
+}
+
+/// Parses the arguments after `pg`.
+pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
+    let mut c = Config::default();
+    let mut sweep_set = false;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("pg: {flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--json" => c.json = true,
+            "--no-progress" => c.progress = false,
+            "--fsync" => c.fsync = true,
+            "--keep-store" => c.keep_store = true,
+            "--keep-slot" => c.keep_slot = true,
+            "--url" => c.url = value()?.to_owned(),
+            "--slot" => c.slot = ident(flag, value()?)?,
+            "--publication" => c.publication = ident(flag, value()?)?,
+            "--tracker" => {
+                c.tracker = match value()? {
+                    "tidemark" => TrackerKind::Tidemark,
+                    "electric" => TrackerKind::Electric,
+                    other => return Err(format!("pg: unknown --tracker `{other}`")),
+                }
+            }
+            "--duration" => c.duration = duration(flag, value()?)?,
+            "--writers" => c.writers = number(flag, value()?)?,
+            "--rate" => c.rate = number(flag, value()?)?,
+            "--keys" => c.keys_per_writer = number(flag, value()?)?,
+            "--noise" => {
+                let v = value()?;
+                c.noise = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..1.0).contains(r))
+                    .ok_or_else(|| format!("pg: --noise wants 0 <= F < 1, got `{v}`"))?;
+            }
+            "--row-bytes" => c.row_bytes = number(flag, value()?)?,
+            "--faults" => c.faults = faults(value()?)?,
+            "--grace-ms" => c.grace_ms = number(flag, value()?)?,
+            "--sweep-ms" => {
+                c.sweep_ms = number(flag, value()?)?;
+                sweep_set = true;
+            }
+            "--workers" => c.workers = number(flag, value()?)?,
+            "--latency-ms" => c.latency_ms = number(flag, value()?)?,
+            "--slow-ms" => c.slow_ms = number(flag, value()?)?,
+            "--linger-ms" => c.linger_ms = number(flag, value()?)?,
+            "--max-batch" => c.max_batch = number(flag, value()?)?,
+            "--capacity" => c.capacity = number(flag, value()?)?,
+            "--status-ms" => c.status_ms = number(flag, value()?)?,
+            "--seed" => c.seed = number(flag, value()?)?,
+            "--store-dir" => c.store_dir = Some(PathBuf::from(value()?)),
+            "--chart" => c.chart = Some(PathBuf::from(value()?)),
+            "--chart-max-mib" => {
+                let v = value()?;
+                c.chart_max_mib = Some(
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|m| m.is_finite() && *m > 0.0)
+                        .ok_or_else(|| {
+                            format!("pg: --chart-max-mib wants a positive number, got `{v}`")
+                        })?,
+                );
+            }
+            other => return Err(format!("pg: unknown flag `{other}`")),
+        }
+    }
+    if !sweep_set {
+        // Keep the default sweep period a tenth of the grace period when only G was changed.
+        c.sweep_ms = c.sweep_ms.min((c.grace_ms / 10).max(1));
+    }
+    validate(&c)?;
+    Ok(Parsed::Run(Box::new(c)))
+}
+
+fn validate(c: &Config) -> Result<(), String> {
+    let checks: [(bool, &str); 9] = [
+        (
+            c.writers >= 1 && c.writers <= 100_000,
+            "--writers must be in 1..=100000",
+        ),
+        (
+            c.rate >= 1 && c.rate <= 1_000_000,
+            "--rate must be in 1..=1000000",
+        ),
+        (c.keys_per_writer >= 1, "--keys must be at least 1"),
+        (
+            c.workers >= 1 && c.workers <= 64,
+            "--workers must be in 1..=64",
+        ),
+        (c.grace_ms >= 10, "--grace-ms must be at least 10"),
+        (c.sweep_ms >= 1, "--sweep-ms must be at least 1"),
+        (
+            c.max_batch >= 1 && c.capacity >= c.max_batch,
+            "--capacity must be >= --max-batch >= 1",
+        ),
+        (
+            c.status_ms >= 1 && c.status_ms <= 10_000,
+            "--status-ms must be in 1..=10000",
+        ),
+        (
+            c.faults.len() <= c.writers,
+            "--faults: at most one fault per writer",
+        ),
+    ];
+    for (ok, msg) in checks {
+        if !ok {
+            return Err(format!("pg: {msg}"));
+        }
+    }
+    if c.duration < Duration::from_millis(500) {
+        return Err("pg: --duration must be at least 500ms".into());
+    }
+    let total = c.duration.as_millis() as u64;
+    if c.faults.iter().any(|f| f.at_ms.is_some_and(|t| t >= total)) {
+        return Err("pg: --faults: every fault time must be within --duration".into());
+    }
+    Ok(())
+}
+
+/// `kill,wedge@8s,slow` or `none`.
+fn faults(v: &str) -> Result<Vec<FaultSpec>, String> {
+    if v == "none" || v.is_empty() {
+        return Ok(Vec::new());
+    }
+    v.split(',')
+        .map(|item| {
+            let (kind, at) = match item.split_once('@') {
+                Some((k, t)) => (k, Some(duration("--faults", t)?.as_millis() as u64)),
+                None => (item, None),
+            };
+            let kind = match kind.trim() {
+                "kill" => FaultKind::Kill,
+                "wedge" => FaultKind::Wedge,
+                "slow" => FaultKind::Slow,
+                other => return Err(format!("pg: unknown fault `{other}` (kill, wedge, slow)")),
+            };
+            Ok(FaultSpec { kind, at_ms: at })
+        })
+        .collect()
+}
+
+/// A slot or publication name: a plain lower-case identifier (it is spliced into SQL).
+fn ident(flag: &str, v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.starts_with(|ch: char| ch.is_ascii_lowercase() || ch == '_')
+        && v.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(format!(
+            "pg: {flag} wants a lower-case identifier ([a-z_][a-z0-9_]*, at most 63), got `{v}`"
+        ))
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    let cleaned: String = v.chars().filter(|&ch| ch != '_').collect();
+    cleaned
+        .parse()
+        .map_err(|_| format!("pg: {flag} wants a number, got `{v}`"))
+}
+
+/// `10`, `10s`, `500ms`, `2m`.
+fn duration(flag: &str, v: &str) -> Result<Duration, String> {
+    let err = || format!("pg: {flag} wants e.g. 20s or 500ms, got `{v}`");
+    let (digits, unit) = match v.find(|ch: char| !ch.is_ascii_digit() && ch != '.') {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: f64 = digits.parse().map_err(|_| err())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(err()),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// SplitMix64, one stream per purpose, so the choices (not the interleaving) are reproducible.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    /// The stream `stream` of seed `seed`.
+    pub(crate) fn new(seed: u64, stream: u64) -> Rng {
+        let mut r = Rng(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        r.next_u64();
+        r
+    }
+
+    /// The next 64 random bits.
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// True with probability `p`.
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn parses_flags_and_faults() {
+        let Parsed::Run(c) = parse(&args(
+            "--duration 5s --writers 50 --faults kill@1s,wedge --tracker electric --grace-ms 500",
+        ))
+        .unwrap() else {
+            panic!("expected a run")
+        };
+        assert_eq!(c.duration, Duration::from_secs(5));
+        assert_eq!(c.tracker, TrackerKind::Electric);
+        assert_eq!(c.sweep_ms, 50, "sweep period follows the grace period");
+        assert_eq!(
+            c.faults,
+            vec![
+                FaultSpec {
+                    kind: FaultKind::Kill,
+                    at_ms: Some(1000)
+                },
+                FaultSpec {
+                    kind: FaultKind::Wedge,
+                    at_ms: None
+                }
+            ]
+        );
+        assert_eq!(c.fault_times(), vec![1000, 3100]);
+        assert!(parse(&args("--faults explode")).is_err());
+        assert!(parse(&args("--faults kill@30s")).is_err());
+        assert!(parse(&args("--slot Bad-Name")).is_err());
+        assert!(parse(&args("--bogus")).is_err());
+        assert!(matches!(
+            parse(&args("--faults none")).unwrap(),
+            Parsed::Run(c) if c.faults.is_empty()
+        ));
+    }
+}
