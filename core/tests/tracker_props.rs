@@ -2,6 +2,11 @@
 //! reference (Electric) model side by side. After every step: identical results and errors,
 //! ack == exact model (so ≤ exact holds with equality), ack ≥ reference, monotonic, identical
 //! events, and `pinning` names a writer that really holds the ack.
+//!
+//! The budgeted variants give the tracker a call budget of 1–3 deliveries, so releases and
+//! compactions leave backlogs that later calls (and `run_backlog` steps) continue: while a
+//! backlog is left the ack must stay ≤ the exact model (and never move backwards), once it is
+//! gone it must equal it again, and no call may examine more than the budget.
 
 use proptest::prelude::*;
 use tidemark::model::{ExactModel, ReferenceModel};
@@ -32,6 +37,8 @@ enum Op {
     Pause(usize),
     Resume(usize, u64),
     Sweep(u64),
+    /// One `run_backlog` step (budgeted variants only).
+    RunBacklog,
 }
 
 fn op_strategy(staleness: bool) -> impl Strategy<Value = Op> {
@@ -59,6 +66,14 @@ fn op_strategy(staleness: bool) -> impl Strategy<Value = Op> {
     .boxed()
 }
 
+/// The operations plus explicit backlog steps, for the budgeted variants.
+fn budgeted_strategy(staleness: bool) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => op_strategy(staleness),
+        1 => Just(Op::RunBacklog),
+    ]
+}
+
 fn sorted(mut v: Vec<Event>) -> Vec<Event> {
     v.sort_by_key(|e| format!("{e:?}"));
     v
@@ -74,16 +89,21 @@ struct Harness {
     next_tx: u64,
     now: u64,
     last_ack: Option<u64>,
+    /// The call budget, when the test sets one (budgeted variants).
+    budget: Option<usize>,
 }
 
 impl Harness {
-    fn new(initial_ack: Option<u64>, grace: u64) -> Self {
+    fn new(initial_ack: Option<u64>, grace: u64, budget: Option<usize>) -> Self {
         let t = Tracker::new(TrackerOptions {
             initial_ack,
             stall_grace_ms: grace,
             ..TrackerOptions::default()
         })
         .unwrap();
+        if let Some(b) = budget {
+            t.set_call_budget(b);
+        }
         Harness {
             t,
             m: ExactModel::new(initial_ack, grace),
@@ -94,6 +114,7 @@ impl Harness {
             next_tx: initial_ack.map_or(0, |a| a + 1),
             now: 0,
             last_ack: initial_ack,
+            budget,
         }
     }
 
@@ -209,12 +230,43 @@ impl Harness {
                     self.r.remove(w);
                 }
             }
+            Op::RunBacklog => {
+                let more = self.t.run_backlog();
+                prop_assert_eq!(more, self.t.has_backlog());
+            }
         }
         self.check()
     }
 
     fn check(&mut self) -> Result<(), TestCaseError> {
         let ack = self.t.ack();
+        let work = self.t.work_stats();
+        if let Some(b) = self.budget {
+            prop_assert!(
+                work.max_call_work <= b as u64,
+                "a call examined {} deliveries (budget {b})",
+                work.max_call_work
+            );
+        }
+        if self.t.has_backlog() {
+            // Mid-backlog: safe (never above exact), monotonic; exactness comes back later.
+            prop_assert!(self.budget.is_some(), "a backlog without a small budget");
+            prop_assert!(
+                ack <= self.m.ack(),
+                "ack {:?} above exact {:?} mid-backlog",
+                ack,
+                self.m.ack()
+            );
+            prop_assert!(ack >= self.last_ack, "ack moved backwards");
+            self.last_ack = ack;
+            let mut got = Vec::new();
+            self.t.take_events(&mut got, usize::MAX);
+            prop_assert_eq!(sorted(got), sorted(self.m.take_events()));
+            // Other calls continue the backlog, so the ack may have moved on since, safely.
+            let later = self.t.stats(self.now).ack;
+            prop_assert!(later >= ack && later <= self.m.ack(), "stats ack {:?}", later);
+            return Ok(());
+        }
         prop_assert_eq!(ack, self.m.ack(), "ack must equal the exact model");
         if self.compare_reference {
             prop_assert!(
@@ -243,10 +295,33 @@ impl Harness {
 }
 
 fn run(ops: &[Op], initial_ack: Option<u64>, grace: u64) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(initial_ack, grace);
+    run_with(ops, initial_ack, grace, None)
+}
+
+/// Runs every leftover backlog step, counting them against the log's length.
+fn finish_backlog(h: &mut Harness) -> Result<(), TestCaseError> {
+    let limit = h.t.work_stats().log_len + 2;
+    let mut steps = 0;
+    while h.t.run_backlog() {
+        steps += 1;
+        prop_assert!(steps <= limit, "backlog not finished after {} steps", steps);
+        h.check()?;
+    }
+    h.check()
+}
+
+fn run_with(
+    ops: &[Op],
+    initial_ack: Option<u64>,
+    grace: u64,
+    budget: Option<usize>,
+) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(initial_ack, grace, budget);
     for op in ops {
         h.step(op)?;
     }
+    finish_backlog(&mut h)?;
+    prop_assert!(!h.t.has_backlog());
     // Liveness: once every pending writer reports last_sent (or is removed), ack == last_seen.
     for &w in &h.ids.clone() {
         if let Some(ls) = h.m.last_sent(w) {
@@ -256,6 +331,7 @@ fn run(ops: &[Op], initial_ack: Option<u64>, grace: u64) -> Result<(), TestCaseE
             h.check()?;
         }
     }
+    finish_backlog(&mut h)?;
     prop_assert_eq!(
         h.t.ack(),
         h.m.last_seen().map(|o| o.tx).max(initial_ack),
@@ -280,5 +356,15 @@ proptest! {
     #[test]
     fn staleness_matches_models(ops in prop::collection::vec(op_strategy(true), 1..150), grace in 0u64..60) {
         run(&ops, None, grace)?;
+    }
+
+    #[test]
+    fn budgeted_tracker_stays_safe_and_ends_exact(ops in prop::collection::vec(budgeted_strategy(false), 1..150), budget in 1usize..4) {
+        run_with(&ops, None, 60_000, Some(budget))?;
+    }
+
+    #[test]
+    fn budgeted_staleness_stays_safe_and_ends_exact(ops in prop::collection::vec(budgeted_strategy(true), 1..150), grace in 0u64..60, budget in 1usize..4) {
+        run_with(&ops, None, grace, Some(budget))?;
     }
 }
