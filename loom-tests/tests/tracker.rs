@@ -273,6 +273,13 @@ fn budgeted_drain_continued_by_another_thread() {
         // Ordinary traffic from this thread: a late report (b is idle) helps the backlog.
         t.flushed(b, o(3), 2).unwrap();
         let seen = t.ack();
+        // Whatever `pinning` names now is a head the ack has not passed.
+        if let Some(p) = t.pinning(0) {
+            assert!(
+                seen < Some(p.owes.tx),
+                "stale head {p:?} after ack {seen:?}"
+            );
+        }
         if seen >= Some(1) {
             assert!(
                 released.load(Ordering::SeqCst),

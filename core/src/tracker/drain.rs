@@ -291,17 +291,21 @@ impl Tracker {
                         None => {
                             // Every commit up to the last one is done (`last_tx` is the last
                             // commit's tx, or the initial ack, which is the ack already).
+                            // The head record first, then the ack: a reader that saw the
+                            // new ack finds no stale head (`pinning`).
+                            self.head.clear();
                             if let Some(last) = cs.last_tx {
                                 self.publish_ack(last, now);
                             }
-                            self.head.clear();
                             break Leave::Idle(cs);
                         }
                     }
                 }
             };
             if *work >= budget {
-                // Every delivery before `d` is done: acking below `d.tx` is safe.
+                // Every delivery before `d` is done: acking below `d.tx` is safe. The head is
+                // moving: no head record (cleared before the ack moves, as below).
+                self.head.clear();
                 if let Some(tx) = d.offset.tx.checked_sub(1) {
                     self.publish_ack(tx, now);
                 }
@@ -317,11 +321,13 @@ impl Tracker {
                 live += (d.tag != 0) as u64;
                 continue;
             }
+            // The head record before the ack (Release both): whoever reads the new ack and
+            // then the record finds this head or a later one, never the one it replaced.
+            self.head
+                .write(d.entry as u64 | ((d.tag as u64) << 32), d.offset);
             if let Some(tx) = d.offset.tx.checked_sub(1) {
                 self.publish_ack(tx, now);
             }
-            self.head
-                .write(d.entry as u64 | ((d.tag as u64) << 32), d.offset);
             break Leave::Park(e, s);
         };
         c.dropped(&self.log, live);

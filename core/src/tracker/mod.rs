@@ -774,14 +774,17 @@ impl Tracker {
 
     /// The writer holding the ack back, if any (`now` in the caller's ms, for its age): the
     /// owner of the head delivery the drain parked on, and that delivery's offset. `None` when
-    /// nothing pins the ack, and while a backlog is being drained (the head is moving).
+    /// nothing pins the ack, and while the head is moving (a backlog is being drained, or the
+    /// head delivery was just reported). A reader that saw an ack `a` and then calls this gets
+    /// a head owing more than `a`, or `None`.
     pub fn pinning(&self, now: u64) -> Option<Pinning> {
         for _ in 0..4 {
             let d = self.head.read()?;
             let entry = self.entries.get(d.entry)?;
             let s = entry.load();
-            if !s.is_stint(d.tag) {
-                // The head moved on; a new holder is about to record the next one.
+            if !s.is_stint(d.tag) || entry.covers(s, d.tag, d.offset) {
+                // The head moved on, or its delivery was just reported and the drain is about
+                // to move it: a holder is about to record the next one.
                 crate::sync::spin_hint();
                 continue;
             }
