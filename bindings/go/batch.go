@@ -248,10 +248,9 @@ func (b *BatchBuffer) PushMany(msgs []Message) (int, error) {
 		pushPool.Put(sc)
 		return 0, &PushManyError{Accepted: 0, Rest: msgs, Err: err}
 	}
-	var accepted C.size_t
-	var refusal C.tidemark_status
-	s := Status(C.tm_push_packed(p, bp, C.size_t(total), &descs[0], C.size_t(n), &accepted, &refusal))
+	r := C.tm_push_packed(p, bp, C.size_t(total), &descs[0], C.size_t(n)) // counts by value: no allocation
 	b.release()
+	s, accepted, refusal := Status(r.status), r.accepted, r.refusal
 	runtime.KeepAlive(bytes)
 	runtime.KeepAlive(descs)
 	sc.bytes = bytes

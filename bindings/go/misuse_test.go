@@ -37,6 +37,10 @@ func TestClosedTrackerIsErrClosed(t *testing.T) {
 	_, _, checks["Pinning"] = tr.Pinning()
 	_, checks["Stats"] = tr.Stats()
 	_, checks["WaitAck"] = tr.WaitAck(context.Background(), 0)
+	_, checks["WorkStats"] = tr.WorkStats()
+	checks["SetCallBudget"] = tr.SetCallBudget(64)
+	_, checks["RunBacklog"] = tr.RunBacklog()
+	_, checks["HasBacklog"] = tr.HasBacklog()
 	for name, err := range checks {
 		if !errors.Is(err, ErrClosed) {
 			t.Errorf("%s after Close: %v", name, err)

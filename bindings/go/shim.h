@@ -26,6 +26,78 @@ typedef struct tm_msg_desc {
 
 #define TM_STACK_MSGS 256
 
+/* Results returned by value. cgo makes every Go pointer passed to C escape, so an out-parameter
+ * on the Go stack (`var a C.uint64_t; f(&a)`) becomes a heap allocation per call; the helpers
+ * below write their out-parameters on the C stack and return them in one struct instead, so
+ * the hot calls (Ack, FlushedMany, Register, TakeEvents, RunBacklog, PushMany) allocate
+ * nothing. */
+typedef struct tm_u64_result {
+  uint64_t value;
+  tidemark_status status;
+} tm_u64_result;
+
+typedef struct tm_many_result {
+  size_t failed;
+  size_t first_idx; /* SIZE_MAX when no item failed (tm_flushed_many_first only) */
+  tidemark_status status;
+  tidemark_status first_status;
+} tm_many_result;
+
+typedef struct tm_push_result {
+  size_t accepted;
+  tidemark_status status;
+  tidemark_status refusal;
+} tm_push_result;
+
+static inline tm_u64_result tm_ack(const tidemark_tracker *t) {
+  tm_u64_result r = {0, TIDEMARK_STATUS_OK};
+  r.status = tidemark_tracker_ack(t, &r.value);
+  return r;
+}
+
+static inline tm_u64_result tm_ack_generation(const tidemark_tracker *t) {
+  tm_u64_result r = {0, TIDEMARK_STATUS_OK};
+  r.status = tidemark_tracker_ack_generation(t, &r.value);
+  return r;
+}
+
+static inline tm_u64_result tm_register(const tidemark_tracker *t) {
+  tm_u64_result r = {0, TIDEMARK_STATUS_OK};
+  tidemark_writer_id id = 0;
+  r.status = tidemark_tracker_register(t, &id);
+  r.value = id;
+  return r;
+}
+
+/* run_backlog / has_backlog: value is the bool out-parameter (0 or 1). */
+static inline tm_u64_result tm_run_backlog(const tidemark_tracker *t) {
+  tm_u64_result r = {0, TIDEMARK_STATUS_OK};
+  bool more = false;
+  r.status = tidemark_tracker_run_backlog(t, &more);
+  r.value = more;
+  return r;
+}
+
+static inline tm_u64_result tm_has_backlog(const tidemark_tracker *t) {
+  tm_u64_result r = {0, TIDEMARK_STATUS_OK};
+  bool has = false;
+  r.status = tidemark_tracker_has_backlog(t, &has);
+  r.value = has;
+  return r;
+}
+
+static inline tm_u64_result tm_take_events(const tidemark_tracker *t, tidemark_event *buf,
+                                           size_t cap) {
+  tm_u64_result r = {0, TIDEMARK_STATUS_OK};
+  size_t n = 0;
+  r.status = tidemark_tracker_take_events(t, buf, cap, &n);
+  r.value = n;
+  return r;
+}
+
+/* Does nothing: BenchmarkCrossing measures a bare cgo crossing with it. */
+static inline void tm_noop(void) {}
+
 static inline tidemark_status tm_commit_small(const tidemark_tracker *t, uint64_t tx, uint64_t op,
                                               size_t n, uint64_t w0, uint64_t w1, uint64_t w2,
                                               uint64_t w3, uint64_t w4, uint64_t w5, uint64_t w6,
@@ -48,46 +120,44 @@ static inline tidemark_status tm_flushed(const tidemark_tracker *t, tidemark_wri
 }
 
 /* flushed_many with the caller's statuses array. */
-static inline tidemark_status tm_flushed_many(const tidemark_tracker *t,
-                                              const tidemark_writer_id *ws,
-                                              const tidemark_offset *os, size_t n,
-                                              tidemark_status *statuses, size_t *failed) {
-  return tidemark_tracker_flushed_many(t, ws, os, n, tidemark_monotonic_ms(), statuses, failed);
+static inline tm_many_result tm_flushed_many(const tidemark_tracker *t,
+                                             const tidemark_writer_id *ws,
+                                             const tidemark_offset *os, size_t n,
+                                             tidemark_status *statuses) {
+  tm_many_result r = {0, SIZE_MAX, TIDEMARK_STATUS_OK, TIDEMARK_STATUS_OK};
+  r.status =
+      tidemark_tracker_flushed_many(t, ws, os, n, tidemark_monotonic_ms(), statuses, &r.failed);
+  return r;
 }
 
 /* flushed_many without a statuses array: per-item statuses go to a C stack array, chunk by
  * chunk; reports the failure count and the first failure (index SIZE_MAX when none). */
-static inline tidemark_status tm_flushed_many_first(const tidemark_tracker *t,
-                                                    const tidemark_writer_id *ws,
-                                                    const tidemark_offset *os, size_t n,
-                                                    size_t *failed, size_t *first_idx,
-                                                    tidemark_status *first_status) {
+static inline tm_many_result tm_flushed_many_first(const tidemark_tracker *t,
+                                                   const tidemark_writer_id *ws,
+                                                   const tidemark_offset *os, size_t n) {
   tidemark_status st[TM_STACK_MSGS];
+  tm_many_result r = {0, SIZE_MAX, TIDEMARK_STATUS_OK, TIDEMARK_STATUS_OK};
   uint64_t now = tidemark_monotonic_ms();
-  size_t total = 0;
-  *first_idx = SIZE_MAX;
-  *first_status = TIDEMARK_STATUS_OK;
   for (size_t i = 0; i < n; i += TM_STACK_MSGS) {
     size_t k = n - i < TM_STACK_MSGS ? n - i : TM_STACK_MSGS;
     size_t f = 0;
     tidemark_status s = tidemark_tracker_flushed_many(t, ws + i, os + i, k, now, st, &f);
     if (s != TIDEMARK_STATUS_OK) {
-      *failed = total;
-      return s;
+      r.status = s;
+      return r;
     }
-    if (f != 0 && *first_idx == SIZE_MAX) {
+    if (f != 0 && r.first_idx == SIZE_MAX) {
       for (size_t j = 0; j < k; j++) {
         if (st[j] != TIDEMARK_STATUS_OK) {
-          *first_idx = i + j;
-          *first_status = st[j];
+          r.first_idx = i + j;
+          r.first_status = st[j];
           break;
         }
       }
     }
-    total += f;
+    r.failed += f;
   }
-  *failed = total;
-  return TIDEMARK_STATUS_OK;
+  return r;
 }
 
 static inline tidemark_status tm_simple(const tidemark_tracker *t, int op, tidemark_writer_id w) {
@@ -142,14 +212,17 @@ static inline tidemark_status tm_push_timeout(const tidemark_batch_buffer *b, co
 }
 
 /* push_many from packed payloads: message i's bytes follow message i-1's in `bytes`. */
-static inline tidemark_status tm_push_packed(const tidemark_batch_buffer *b, const uint8_t *bytes,
-                                             size_t nbytes, const tm_msg_desc *d, size_t n,
-                                             size_t *accepted, tidemark_status *refusal) {
+static inline tm_push_result tm_push_packed(const tidemark_batch_buffer *b, const uint8_t *bytes,
+                                            size_t nbytes, const tm_msg_desc *d, size_t n) {
+  tm_push_result r = {0, TIDEMARK_STATUS_OK, TIDEMARK_STATUS_OK};
   tidemark_message stackbuf[TM_STACK_MSGS];
   tidemark_message *m = stackbuf;
   if (n > TM_STACK_MSGS) {
     m = (tidemark_message *)malloc(n * sizeof *m);
-    if (m == NULL) return TIDEMARK_STATUS_INVALID_ARGUMENT;
+    if (m == NULL) {
+      r.status = TIDEMARK_STATUS_INVALID_ARGUMENT;
+      return r;
+    }
   }
   size_t off = 0;
   tidemark_status s = TIDEMARK_STATUS_OK;
@@ -166,10 +239,11 @@ static inline tidemark_status tm_push_packed(const tidemark_batch_buffer *b, con
     m[i].has_offset = d[i].has_offset != 0;
     off += len;
   }
-  s = tidemark_batch_buffer_push_many(b, m, n, accepted, refusal);
+  s = tidemark_batch_buffer_push_many(b, m, n, &r.accepted, &r.refusal);
 out:
   if (m != stackbuf) free(m);
-  return s;
+  r.status = s;
+  return r;
 }
 
 /* next_batch plus its summary, in one crossing. */

@@ -222,13 +222,12 @@ func (t *Tracker) Register() (WriterID, error) {
 	if err != nil {
 		return 0, err
 	}
-	var id C.tidemark_writer_id
-	s := Status(C.tidemark_tracker_register(p, &id))
+	r := C.tm_register(p) // by value: no out-parameter to allocate
 	t.release()
-	if s != StatusOK {
+	if s := Status(r.status); s != StatusOK {
 		return 0, statusErr(s)
 	}
-	return WriterID(id), nil
+	return WriterID(r.value), nil
 }
 
 // Unregister releases a writer's slot (pending or evicted included: what it owed stops
@@ -357,29 +356,29 @@ func (t *Tracker) FlushedMany(writers []WriterID, offsets []Offset, statuses []S
 	if err != nil {
 		return 0, err
 	}
-	var f C.size_t
-	var s Status
+	// The caller's slices go to C as they are (pointer-free Go memory, read or written during
+	// the call only: no copy), and the counts come back by value (no out-parameter to
+	// allocate): the call allocates nothing unless an item fails.
+	var r C.tm_many_result
 	wp := (*C.tidemark_writer_id)(unsafe.Pointer(&writers[0]))
 	op := (*C.tidemark_offset)(unsafe.Pointer(&offsets[0]))
 	if statuses != nil {
-		s = Status(C.tm_flushed_many(p, wp, op, C.size_t(n), (*C.tidemark_status)(unsafe.Pointer(&statuses[0])), &f))
+		r = C.tm_flushed_many(p, wp, op, C.size_t(n), (*C.tidemark_status)(unsafe.Pointer(&statuses[0])))
 		t.release()
 		runtime.KeepAlive(statuses)
 	} else {
-		var first C.size_t
-		var firstStatus C.tidemark_status
-		s = Status(C.tm_flushed_many_first(p, wp, op, C.size_t(n), &f, &first, &firstStatus))
+		r = C.tm_flushed_many_first(p, wp, op, C.size_t(n))
 		t.release()
-		if s == StatusOK && f > 0 {
-			err = &ItemError{Index: int(first), Failed: int(f), Err: statusErr(Status(firstStatus))}
+		if Status(r.status) == StatusOK && r.failed > 0 {
+			err = &ItemError{Index: int(r.first_idx), Failed: int(r.failed), Err: statusErr(Status(r.first_status))}
 		}
 	}
 	runtime.KeepAlive(writers)
 	runtime.KeepAlive(offsets)
-	if s != StatusOK {
-		return int(f), statusErr(s)
+	if s := Status(r.status); s != StatusOK {
+		return int(r.failed), statusErr(s)
 	}
-	return int(f), err
+	return int(r.failed), err
 }
 
 // Ack returns the ack — the highest tx such that every commit at or below it was flushed by
@@ -390,10 +389,9 @@ func (t *Tracker) Ack() (uint64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	var a C.uint64_t
-	s := Status(C.tidemark_tracker_ack(p, &a))
+	r := C.tm_ack(p) // by value: no out-parameter to allocate
 	t.release()
-	return uint64(a), s == StatusOK
+	return uint64(r.value), Status(r.status) == StatusOK
 }
 
 // AckGeneration returns how many times the ack moved.
@@ -402,10 +400,9 @@ func (t *Tracker) AckGeneration() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var g C.uint64_t
-	s := Status(C.tidemark_tracker_ack_generation(p, &g))
+	r := C.tm_ack_generation(p)
 	t.release()
-	return uint64(g), statusErr(s)
+	return uint64(r.value), statusErr(Status(r.status))
 }
 
 // waitSlice bounds how long one blocking C call holds the handle's read lock, so that
@@ -550,6 +547,95 @@ func (t *Tracker) Stats() (TrackerStats, error) {
 	}, nil
 }
 
+// WorkStats is what the tracker's calls did to its delivery log (tidemark_work_stats): the
+// evidence that every call does bounded work. Counters are totals since NewTracker.
+type WorkStats struct {
+	// Budget is the most deliveries one call may examine (SetCallBudget; default 1 024).
+	Budget uint64
+	// DeliveriesPopped counts deliveries popped at the head of the log, in all.
+	DeliveriesPopped uint64
+	// EntriesScanned counts deliveries examined by compaction, in all.
+	EntriesScanned uint64
+	// MaxCallWork is the most deliveries any single call examined so far (never above the
+	// budget in force at the time).
+	MaxCallWork uint64
+	// Backlogs counts calls that stopped at the budget and left work for later calls.
+	Backlogs uint64
+	// Backlog is whether leftover work waits now (see RunBacklog).
+	Backlog bool
+	// LogLen is the number of deliveries in the log now.
+	LogLen uint64
+}
+
+// WorkStats returns the tracker's work counters (for tests and metrics, not per flush).
+func (t *Tracker) WorkStats() (WorkStats, error) {
+	p, err := t.acquire()
+	if err != nil {
+		return WorkStats{}, err
+	}
+	var w C.tidemark_work_stats
+	s := Status(C.tidemark_tracker_work_stats(p, &w))
+	t.release()
+	if s != StatusOK {
+		return WorkStats{}, statusErr(s)
+	}
+	return WorkStats{
+		Budget: uint64(w.budget), DeliveriesPopped: uint64(w.deliveries_popped),
+		EntriesScanned: uint64(w.entries_scanned), MaxCallWork: uint64(w.max_call_work),
+		Backlogs: uint64(w.backlogs), Backlog: bool(w.backlog), LogLen: uint64(w.log_len),
+	}, nil
+}
+
+// SetCallBudget sets the most deliveries one call may examine (pop, judge or compact);
+// the default is 1 024. Work beyond it is left as a backlog that later calls of any kind
+// continue within their own budget, or that RunBacklog finishes; meanwhile the ack stays
+// safe (never above the exact value) and it is exact again once the backlog is done.
+// 0 is ErrInvalidArgument.
+func (t *Tracker) SetCallBudget(n uint64) error {
+	p, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	s := Status(C.tidemark_tracker_set_call_budget(p, C.uint64_t(n)))
+	t.release()
+	return statusErr(s)
+}
+
+// RunBacklog runs one budgeted step of leftover work (a drain backlog or a compaction pass)
+// and reports whether more remains. A tracker without a backlog returns (false, nil) at once.
+// A host that wants the backlog finished soon, rather than by later traffic, loops on it
+// from a background goroutine:
+//
+//	for more, err := t.RunBacklog(); more && err == nil; more, err = t.RunBacklog() {
+//	}
+func (t *Tracker) RunBacklog() (more bool, err error) {
+	p, err := t.acquire()
+	if err != nil {
+		return false, err
+	}
+	r := C.tm_run_backlog(p) // by value: a background loop allocates nothing per step
+	t.release()
+	if s := Status(r.status); s != StatusOK {
+		return false, statusErr(s)
+	}
+	return r.value != 0, nil
+}
+
+// HasBacklog reports whether leftover work (a drain backlog or a compaction pass) waits for
+// RunBacklog or later calls.
+func (t *Tracker) HasBacklog() (bool, error) {
+	p, err := t.acquire()
+	if err != nil {
+		return false, err
+	}
+	r := C.tm_has_backlog(p)
+	t.release()
+	if s := Status(r.status); s != StatusOK {
+		return false, statusErr(s)
+	}
+	return r.value != 0, nil
+}
+
 // SetStallGrace changes the grace period for later sweeps.
 func (t *Tracker) SetStallGrace(d time.Duration) error {
 	if d < 0 {
@@ -597,15 +683,14 @@ func (t *Tracker) TakeEvents(buf []Event) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var n C.size_t
 	// buf is pointer-free Go memory with tidemark_event's layout, written during the call only.
-	s := Status(C.tidemark_tracker_take_events(p, (*C.tidemark_event)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n))
+	r := C.tm_take_events(p, (*C.tidemark_event)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
 	t.release()
 	runtime.KeepAlive(buf)
-	if s != StatusOK {
+	if s := Status(r.status); s != StatusOK {
 		return 0, statusErr(s)
 	}
-	return int(n), nil
+	return int(r.value), nil
 }
 
 // WatchOptions configures WatchEvents.
@@ -696,3 +781,7 @@ func (t *Tracker) flushedUnguarded(w WriterID, offset Offset) Status {
 	runtime.KeepAlive(t)
 	return s
 }
+
+// crossingNoop makes one cgo call that does nothing: only for BenchmarkCrossing, which
+// measures what a bare crossing costs.
+func crossingNoop() { C.tm_noop() }
