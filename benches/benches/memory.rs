@@ -1,6 +1,6 @@
 //! Memory per writer, measured with a counting global allocator (not criterion).
 //!
-//! - bytes per *registered* writer: 10⁶ writers registered on an empty tracker (goal ≤ 64), by
+//! - bytes per *registered* writer: 10⁶ writers registered on an empty tracker (goal ≤ 16), by
 //!   the allocator and by `Tracker::memory_bytes()`;
 //! - bytes per *pending* writer: 10⁵ of them sent one commit each, then 4 outstanding commits
 //!   each (4 writers per commit), measured after the commits and again after a sweep absorbed

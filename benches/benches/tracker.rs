@@ -5,6 +5,11 @@
 //!   and 10⁶ registered writers, single-threaded. Writers are registered and the tracker is in
 //!   steady state (64 commits in flight) before measuring; one iteration is 4096 commits, and
 //!   throughput is in writer-ops (one delivery plus its flush report; 4 per commit).
+//! - `tracker/out-of-order/{tidemark,reference}/3e5`: the out-of-order workload
+//!   (`tidemark_benches::workload::OutOfOrder`: report delays exponential around 64 commits per
+//!   delivery, one delivery in 200 delayed 10⁴–2·10⁴ commits, each writer in order), at
+//!   3·10⁵ writers after 30 000 warm-up commits; one iteration is 4096 commits, events generated
+//!   before the clock starts.
 //! - `tracker/ack/{tidemark,reference-mutex}`: reading the ack of a tracker in steady state.
 //! - `tracker/pipeline/{tidemark,reference-mutex}/N`: one committer thread commits (4 writers
 //!   per commit) and sends each commit through a bounded `std::sync::mpsc` channel (64 commits)
@@ -28,8 +33,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use tidemark::Offset;
-use tidemark_benches::sink::{ReferenceSink, Sink, TidemarkSink, now_ms, run, warm_up};
-use tidemark_benches::workload::{LAG, WRITERS_PER_COMMIT, Workload, Writers};
+use tidemark_benches::sink::{
+    ReferenceSink, Sink, TidemarkSink, now_ms, replay, run, run_out_of_order, warm_up,
+};
+use tidemark_benches::workload::{LAG, OutOfOrder, WRITERS_PER_COMMIT, Workload, Writers};
 
 /// Writer counts: (N, label).
 const SIZES: [(u32, &str); 3] = [(10_000, "1e4"), (300_000, "3e5"), (1_000_000, "1e6")];
@@ -90,6 +97,47 @@ fn workload(c: &mut Criterion) {
             b.iter_custom(|iters| timed(wl, s, iters * BATCH));
         });
     }
+    g.finish();
+}
+
+/// Commits of the out-of-order workload before measuring (the slow reports reach steady state).
+const OOO_WARM: u64 = 30_000;
+/// Writers in the out-of-order runs.
+const OOO_N: u32 = 300_000;
+
+fn ooo_steady<S: Sink>(mut s: S) -> (OutOfOrder, S) {
+    let mut wl = OutOfOrder::new(OOO_N, SEED);
+    run_out_of_order(&mut wl, &mut s, OOO_WARM);
+    (wl, s)
+}
+
+/// Times `commits` commits of the out-of-order workload (generated before the clock starts).
+fn timed_ooo<S: Sink>(wl: &mut OutOfOrder, s: &mut S, commits: u64) -> Duration {
+    let mut events = Vec::new();
+    wl.generate(commits, &mut events);
+    let start = Instant::now();
+    replay(&events, s);
+    black_box(s.ack());
+    start.elapsed()
+}
+
+fn out_of_order(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tracker");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500))
+        .throughput(Throughput::Elements(ops(BATCH)));
+    let mut state = None;
+    g.bench_function(BenchmarkId::new("out-of-order/tidemark", "3e5"), |b| {
+        let (wl, s) = state.get_or_insert_with(|| ooo_steady(TidemarkSink::new(OOO_N)));
+        b.iter_custom(|iters| timed_ooo(wl, s, iters * BATCH));
+    });
+    drop(state);
+    let mut state = None;
+    g.bench_function(BenchmarkId::new("out-of-order/reference", "3e5"), |b| {
+        let (wl, s) = state.get_or_insert_with(|| ooo_steady(ReferenceSink::new()));
+        b.iter_custom(|iters| timed_ooo(wl, s, iters * BATCH));
+    });
     g.finish();
 }
 
@@ -261,16 +309,58 @@ fn side_by_side(test_mode: bool) {
     }
 }
 
+/// Side-by-side timing of the out-of-order workload; checks both trackers end at the last
+/// commit once every report is in.
+fn side_by_side_ooo(test_mode: bool) {
+    let (commits, reps, warm) = if test_mode {
+        (2_000, 1, 2_000)
+    } else {
+        (200_000, 5, OOO_WARM)
+    };
+    let mut t = (OutOfOrder::new(OOO_N, SEED), TidemarkSink::new(OOO_N));
+    let mut r = (OutOfOrder::new(OOO_N, SEED), ReferenceSink::new());
+    run_out_of_order(&mut t.0, &mut t.1, warm);
+    run_out_of_order(&mut r.0, &mut r.1, warm);
+    let (mut tt, mut tr) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        tt.push(timed_ooo(&mut t.0, &mut t.1, commits).as_nanos() as f64 / ops(commits) as f64);
+        tr.push(timed_ooo(&mut r.0, &mut r.1, commits).as_nanos() as f64 / ops(commits) as f64);
+    }
+    let in_flight = t.0.in_flight();
+    let (mt, mr) = (median(tt), median(tr));
+    let (mut et, mut er) = (Vec::new(), Vec::new());
+    t.0.finish(&mut et);
+    r.0.finish(&mut er);
+    replay(&et, &mut t.1);
+    replay(&er, &mut r.1);
+    while t.1.tracker().run_backlog() {}
+    let last = t.0.commits();
+    assert_eq!(t.1.ack(), Some(last), "tidemark did not catch up");
+    assert_eq!(r.1.ack(), Some(last), "the reference did not catch up");
+    eprintln!();
+    eprintln!(
+        "Side by side: out-of-order workload, {} writers, {commits} commits per run, median of \
+         {reps}, {in_flight} deliveries in flight at the end",
+        OOO_N
+    );
+    eprintln!();
+    eprintln!("| N | reference ns/writer-op | tidemark ns/writer-op | reference / tidemark |");
+    eprintln!("| --- | --- | --- | --- |");
+    eprintln!("| 3e5 | {mr:.0} | {mt:.0} | {:.2} |", mr / mt);
+}
+
 fn main() {
     let test_mode = std::env::args().any(|a| a == "--test");
     // Under `--profile-time` (criterion's profiling mode) only the selected benchmark runs.
     let profiling = std::env::args().any(|a| a == "--profile-time");
     let mut c = Criterion::default().configure_from_args();
     workload(&mut c);
+    out_of_order(&mut c);
     ack_read(&mut c);
     pipeline(&mut c);
     c.final_summary();
     if !profiling {
         side_by_side(test_mode);
+        side_by_side_ooo(test_mode);
     }
 }

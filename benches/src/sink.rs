@@ -4,7 +4,7 @@
 use tidemark::{Offset, Tracker, TrackerOptions, WriterId};
 
 use crate::reference::ReferenceTracker;
-use crate::workload::{LAG, Workload, Writers};
+use crate::workload::{Event, LAG, OutOfOrder, Workload, Writers};
 
 /// The caller time (ms) of commit `i`: 128 commits per ms, about 1.3·10⁵ commits/s, inside the
 /// 10⁵–10⁶ commits/s DOMAIN.md §3 designs for. Nothing gets near the 60 s grace period.
@@ -146,6 +146,28 @@ pub fn run<S: Sink>(workload: &mut Workload, sink: &mut S, commits: u64) {
         }
         sink.commit(step.commit.0, &step.commit.1, now);
     }
+}
+
+/// Feeds events of the out-of-order workload into `sink` (caller time from the commit order).
+#[inline]
+pub fn replay<S: Sink>(events: &[Event], sink: &mut S) {
+    let mut now = 0;
+    for e in events {
+        match *e {
+            Event::Commit(offset, ref writers) => {
+                now = now_ms(offset.tx);
+                sink.commit(offset, writers, now);
+            }
+            Event::Flushed(w, offset) => sink.flushed(w, offset, now),
+        }
+    }
+}
+
+/// Runs `commits` commits of the out-of-order workload into `sink` (events generated first).
+pub fn run_out_of_order<S: Sink>(workload: &mut OutOfOrder, sink: &mut S, commits: u64) {
+    let mut events = Vec::new();
+    workload.generate(commits, &mut events);
+    replay(&events, sink);
 }
 
 /// Brings `sink` to the steady state: [`LAG`] commits in flight, then `extra` more commits so

@@ -146,6 +146,97 @@ impl Workload {
     }
 }
 
+/// Mean report delay of an ordinary delivery in the out-of-order workload, in commits.
+pub const OOO_MEAN_DELAY: f64 = 64.0;
+/// One delivery in this many goes to slow storage in the out-of-order workload.
+pub const OOO_SLOW_ONE_IN: u32 = 200;
+/// The least delay of a slow delivery, in commits (it gets up to twice that).
+pub const OOO_SLOW_DELAY: u64 = 10_000;
+
+/// One event of the out-of-order workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A commit with this offset to these writers.
+    Commit(Offset, Writers),
+    /// This writer reports this offset flushed.
+    Flushed(u32, Offset),
+}
+
+/// The out-of-order workload: the §8 writer choice (4 distinct writers per commit, uniform), but
+/// each delivery is reported after its own delay: exponential around [`OOO_MEAN_DELAY`]
+/// commits, and one delivery in [`OOO_SLOW_ONE_IN`] waits [`OOO_SLOW_DELAY`]–2·[`OOO_SLOW_DELAY`]
+/// commits (slow storage). Each writer reports its own deliveries in order (a delivery is never
+/// reported before the writer's earlier ones), so reports arrive out of order *across* writers.
+#[derive(Clone, Debug)]
+pub struct OutOfOrder {
+    picker: Workload,
+    rng: SplitMix64,
+    /// Per writer: the commit index at which its latest delivery is due.
+    due: Vec<u64>,
+    /// Reports not yet due: `(due, tx, writer)`, earliest first (tx breaks ties in order).
+    pending: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, u32)>>,
+}
+
+impl OutOfOrder {
+    /// An out-of-order workload over `n` writers, seeded with `seed`.
+    pub fn new(n: u32, seed: u64) -> Self {
+        OutOfOrder {
+            picker: Workload::new(n, seed),
+            rng: SplitMix64::new(seed ^ 0x5EED),
+            due: vec![0; n as usize],
+            pending: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    /// Commits generated so far.
+    pub fn commits(&self) -> u64 {
+        self.picker.commits()
+    }
+
+    /// Deliveries not yet reported.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn delay(&mut self) -> u64 {
+        if self.rng.below(OOO_SLOW_ONE_IN) == 0 {
+            return OOO_SLOW_DELAY + self.rng.below(OOO_SLOW_DELAY as u32) as u64;
+        }
+        // Inverse transform: −ln(U)·mean, U uniform in (0, 1].
+        let u = ((self.rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        (-u.ln() * OOO_MEAN_DELAY) as u64
+    }
+
+    /// Appends the events of the next `commits` commits to `out`: before commit `i`, every
+    /// report due at or before `i`.
+    pub fn generate(&mut self, commits: u64, out: &mut Vec<Event>) {
+        for _ in 0..commits {
+            let i = self.picker.commits();
+            while let Some(&std::cmp::Reverse((due, tx, w))) = self.pending.peek() {
+                if due > i {
+                    break;
+                }
+                self.pending.pop();
+                out.push(Event::Flushed(w, Offset::new(tx, OP)));
+            }
+            let (offset, writers) = self.picker.next_commit();
+            for &w in &writers {
+                let at = (i + 1 + self.delay()).max(self.due[w as usize]);
+                self.due[w as usize] = at;
+                self.pending.push(std::cmp::Reverse((at, offset.tx, w)));
+            }
+            out.push(Event::Commit(offset, writers));
+        }
+    }
+
+    /// Appends every report still owed, in due order (as if committing stopped).
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        while let Some(std::cmp::Reverse((_, tx, w))) = self.pending.pop() {
+            out.push(Event::Flushed(w, Offset::new(tx, OP)));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +265,36 @@ mod tests {
         }
         assert_eq!(w.in_flight().len(), LAG);
         assert_eq!(w.in_flight()[0], first[3].commit);
+    }
+
+    #[test]
+    fn out_of_order_reports_each_writer_in_order_and_everything_once() {
+        // Many writers, as in the bench: a slow delivery rarely holds a writer's next one.
+        let mut w = OutOfOrder::new(100_000, 9);
+        let mut ev = Vec::new();
+        w.generate(30_000, &mut ev);
+        w.finish(&mut ev);
+        let mut last = vec![0u64; 100_000];
+        let (mut sent, mut reported, mut slow) = (0, 0, 0);
+        let mut commits = 0u64;
+        for e in &ev {
+            match *e {
+                Event::Commit(_, ws) => {
+                    sent += ws.len();
+                    commits += 1;
+                }
+                Event::Flushed(w, o) => {
+                    reported += 1;
+                    assert!(o.tx >= last[w as usize], "writer {w} reported out of order");
+                    last[w as usize] = o.tx;
+                    // Commit `tx` was the `tx`-th; `commits` have been made by now.
+                    slow += (commits - o.tx >= OOO_SLOW_DELAY) as usize;
+                }
+            }
+        }
+        assert_eq!(sent, reported);
+        // About one in 200 of the deliveries committed before the last 10⁴ commits is slow.
+        assert!((300..900).contains(&slow), "{slow} slow reports");
     }
 
     #[test]
