@@ -349,7 +349,7 @@ impl Tracker {
         let at = now.unwrap_or_else(|| self.last_now.load(Ordering::Relaxed));
         // Relaxed: a statistic (`stats` reads it).
         self.ack_moved_at.store(at + 1, Ordering::Relaxed);
-        // Edge W1, store-buffering with `wait_ack` (waiters += 1; fence; load ack): either the
+        // Edge A2, store-buffering with `wait_ack` (waiters += 1; fence; load ack): either the
         // waiter sees this ack or we see its registration and notify under its lock.
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) > 0 {

@@ -745,7 +745,7 @@ impl Tracker {
             return ack;
         }
         let mut guard = self.wait_lock.lock();
-        // Edge W1 (see `publish_ack`): register; fence; read the ack.
+        // Edge A2 (see `publish_ack`): register; fence; read the ack.
         self.waiters.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let result = loop {
