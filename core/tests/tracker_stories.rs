@@ -362,3 +362,34 @@ fn pinning_and_stats_describe_the_holder() {
     );
     assert_eq!((s.commits, s.flushes, s.registered), (2, 1, 2));
 }
+
+/// A huge `wait_ack` timeout saturates instead of overflowing `Instant + Duration` (a panic).
+#[test]
+fn wait_ack_with_a_huge_timeout_does_not_panic() {
+    let t = tracker(60_000);
+    let w = t.register().unwrap();
+    t.commit(o(5, 0), &[w], 0).unwrap();
+    assert_eq!(t.wait_ack(None, Duration::MAX), Some(4));
+    let t = Arc::new(t);
+    let waiter = {
+        let t = Arc::clone(&t);
+        std::thread::spawn(move || t.wait_ack(Some(4), Duration::MAX))
+    };
+    t.flushed(w, o(5, 0), 1).unwrap();
+    assert_eq!(waiter.join().unwrap(), Some(5));
+}
+
+/// A huge `expected_writers` is either allocated (lazily, by the OS) or refused with
+/// `OutOfMemory`: never an abort of the host.
+#[test]
+fn huge_expected_writers_is_refused_or_allocated_never_an_abort() {
+    let r = Tracker::new(TrackerOptions {
+        expected_writers: (u32::MAX - 1) as usize,
+        max_writers: (u32::MAX - 1) as usize,
+        ..TrackerOptions::default()
+    });
+    match r {
+        Ok(t) => assert!(t.memory_bytes() >= 16 * (u32::MAX as usize - 1)),
+        Err(e) => assert!(matches!(e, TrackerError::OutOfMemory { .. }), "{e:?}"),
+    }
+}
