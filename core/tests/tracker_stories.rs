@@ -393,3 +393,50 @@ fn huge_expected_writers_is_refused_or_allocated_never_an_abort() {
         Err(e) => assert!(matches!(e, TrackerError::OutOfMemory { .. }), "{e:?}"),
     }
 }
+
+/// A call that releases the pinned head drains within one budget, whatever ends the stint
+/// (report, remove, crash down, unregister, sweep eviction): it does not also help the backlog
+/// it left, so its work (counted, not timed) stays within the budget.
+#[test]
+fn releasing_the_head_costs_one_budget_per_call() {
+    const BUDGET: usize = 16;
+    type End = fn(&Tracker, tidemark::WriterId);
+    let ends: [(&str, End); 5] = [
+        ("flushed", |t, w| t.flushed(w, o(1, 0), 0).unwrap()),
+        ("remove", |t, w| t.remove(w).unwrap()),
+        ("down crash", |t, w| t.down(w, DownClass::Crash, 0).unwrap()),
+        ("unregister", |t, w| t.unregister(w).unwrap()),
+        ("sweep", |t, _| {
+            t.sweep(1_000); // challenge
+            assert_eq!(t.sweep(2_000).evicted, 1);
+        }),
+    ];
+    for (name, end) in ends {
+        let t = tracker(100);
+        t.set_call_budget(BUDGET);
+        let pinner = t.register().unwrap();
+        let other = t.register().unwrap();
+        t.commit(o(1, 0), &[pinner], 0).unwrap();
+        for tx in 2..=1_000 {
+            t.commit(o(tx, 0), &[other], 0).unwrap();
+            t.flushed(other, o(tx, 0), 0).unwrap();
+        }
+        assert_eq!(t.ack(), Some(0), "{name}");
+        // Keep `other` fresh so only the pinner is stale for the sweep.
+        t.commit(o(1_001, 0), &[other], 2_000).unwrap();
+        let work = |t: &Tracker| {
+            let w = t.work_stats();
+            w.deliveries_popped + w.entries_scanned
+        };
+        let before = work(&t);
+        end(&t, pinner);
+        let spent = work(&t) - before;
+        assert!(
+            spent <= BUDGET as u64,
+            "{name}: one call examined {spent} deliveries"
+        );
+        assert!(t.has_backlog(), "{name}: the release leaves a backlog");
+        while t.run_backlog() {}
+        assert_eq!(t.ack(), Some(1_000), "{name}");
+    }
+}

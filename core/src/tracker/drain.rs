@@ -177,10 +177,17 @@ impl Tracker {
         false
     }
 
-    /// The caller's CAS cleared `HEAD`: it holds the token now. Marks it held and drains.
-    pub(super) fn head_released(&self, now: Option<u64>) {
+    /// The caller's CAS cleared `HEAD`: it holds the token now. Marks it held and drains
+    /// within a whole call budget. Returns the work done.
+    pub(super) fn head_released(&self, now: Option<u64>) -> usize {
+        self.head_released_within(now, self.call_budget())
+    }
+
+    /// [`head_released`](Self::head_released) within what is left of this call's budget
+    /// (`budget`, possibly 0: then the holder leaves a backlog at once, for later calls).
+    pub(super) fn head_released_within(&self, now: Option<u64>, budget: usize) -> usize {
         self.token_taken();
-        self.hold(now, false);
+        self.hold_within(now, false, budget)
     }
 
     #[inline]
@@ -204,7 +211,11 @@ impl Tracker {
     /// `compact` (and the log wants one), then draining, within the call budget. Returns the
     /// work done (deliveries examined).
     pub(super) fn hold(&self, now: Option<u64>, compact: bool) -> usize {
-        let budget = self.call_budget();
+        self.hold_within(now, compact, self.call_budget())
+    }
+
+    /// [`hold`](Self::hold) within `budget` deliveries (what is left of the caller's budget).
+    fn hold_within(&self, now: Option<u64>, compact: bool, budget: usize) -> usize {
         let mut work = 0;
         let mut compact = compact;
         loop {

@@ -432,10 +432,12 @@ impl Tracker {
             _ => None,
         };
         drop(committer);
+        // One budget per call: a call that drained for the released head helps no backlog.
         if ended.is_some_and(|s| s.has(HEAD)) {
             self.head_released(None);
+        } else {
+            self.help_backlog(None);
         }
-        self.help_backlog(None);
         Ok(())
     }
 
@@ -714,10 +716,12 @@ impl Tracker {
         let cell = self.cell(writer)?;
         Meta(cell.meta.load(Ordering::Acquire)).check(writer)?;
         self.counters.removes.fetch_add(1, Ordering::Relaxed);
-        if let Err(EvictedBy(_)) = self.end_bound_stint(cell, writer, None, None) {
-            return Err(TrackerError::EvictedWriter(writer));
+        match self.end_bound_stint(cell, writer, None, None) {
+            Err(EvictedBy(_)) => return Err(TrackerError::EvictedWriter(writer)),
+            // It drained for the head it released: that was this call's budget.
+            Ok(true) => {}
+            Ok(false) => self.help_backlog(None),
         }
-        self.help_backlog(None);
         Ok(())
     }
 
@@ -1030,7 +1034,7 @@ impl Tracker {
 
     /// Ends stint `tag` on `entry` (of `writer`) if still live, as a removal (`evict: None`) or
     /// an eviction; counts it, and drains if the drain was parked there. Returns whether this
-    /// call ended it.
+    /// call drained (it then spent its budget: it must not also help a backlog).
     fn end_stint(
         &self,
         entry: &Entry,
@@ -1040,13 +1044,11 @@ impl Tracker {
         now: Option<u64>,
     ) -> bool {
         match self.end_stint_quiet(entry, tag, writer, evict) {
-            Some(s) => {
-                if s.has(HEAD) {
-                    self.head_released(now);
-                }
+            Some(s) if s.has(HEAD) => {
+                self.head_released(now);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 

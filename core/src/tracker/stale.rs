@@ -167,13 +167,17 @@ impl Tracker {
     pub fn down(&self, writer: WriterId, class: DownClass, now: u64) -> Result<(), TrackerError> {
         let cell = self.cell(writer)?;
         Meta(cell.meta.load(Ordering::Acquire)).check(writer)?;
+        // Whether this call drained for a head it released (then it helps no backlog: one
+        // budget per call).
+        let mut drained = false;
         match class {
-            DownClass::Crash => self.evict(cell, writer, EvictReason::Crashed, now)?,
+            DownClass::Crash => drained = self.evict(cell, writer, EvictReason::Crashed, now)?,
             DownClass::Cleanup => {
                 // Relaxed: statistics.
                 self.counters.removes.fetch_add(1, Ordering::Relaxed);
-                if self.end_bound_stint(cell, writer, None, Some(now)).is_err() {
-                    return Err(TrackerError::EvictedWriter(writer));
+                match self.end_bound_stint(cell, writer, None, Some(now)) {
+                    Err(_) => return Err(TrackerError::EvictedWriter(writer)),
+                    Ok(d) => drained = d,
                 }
                 self.stale.push_events(&[Event::Removed(writer)]);
             }
@@ -186,7 +190,9 @@ impl Tracker {
                 }
             }
         }
-        self.help_backlog(Some(now));
+        if !drained {
+            self.help_backlog(Some(now));
+        }
         Ok(())
     }
 
@@ -241,6 +247,8 @@ impl Tracker {
         let grace = self.stall_grace_ms();
         let mut out = SweepOutcome::default();
         let mut events = Vec::new();
+        // One budget for the whole sweep, shared by the drains of the heads it releases.
+        let mut budget = self.call_budget();
         {
             let mut heap = self.stale.heap.lock();
             self.absorb(&mut heap);
@@ -283,7 +291,15 @@ impl Tracker {
                     heap.push(Reverse(top)); // changed under us: judge it again
                     continue;
                 }
-                self.finish_eviction(live.writer, live.entry, live.state, reason, Some(now));
+                let spent = self.finish_eviction(
+                    live.writer,
+                    live.entry,
+                    live.state,
+                    reason,
+                    Some(now),
+                    budget,
+                );
+                budget = budget.saturating_sub(spent);
                 events.push(Event::Evicted(live.writer, reason));
                 out.evicted += 1;
             }
@@ -299,7 +315,9 @@ impl Tracker {
             .challenges
             .fetch_add(out.challenged as u64, Ordering::Relaxed);
         self.stale.push_events(&events);
-        self.help_backlog(Some(now));
+        if budget == self.call_budget() {
+            self.help_backlog(Some(now));
+        }
         out
     }
 
@@ -335,20 +353,24 @@ impl Tracker {
     }
 
     /// Evicts `writer` for `reason` (a `crash` down): ends its live stint as an eviction, or
-    /// marks an idle writer evicted, and reports it.
+    /// marks an idle writer evicted, and reports it. Returns whether it drained for the head it
+    /// released.
     fn evict(
         &self,
         cell: &Cell,
         writer: WriterId,
         reason: EvictReason,
         now: u64,
-    ) -> Result<(), TrackerError> {
+    ) -> Result<bool, TrackerError> {
+        let mut drained = false;
         loop {
             match self.bound(cell, writer) {
                 Err(EvictedBy(_)) => return Err(TrackerError::EvictedWriter(writer)),
                 Ok(Bound::Live { entry, tag, .. }) => {
                     if let Ok(s) = entry.end(tag, Some(reason.to_u8())) {
-                        self.finish_eviction(writer, entry, s, reason, Some(now));
+                        let budget = self.call_budget();
+                        self.finish_eviction(writer, entry, s, reason, Some(now), budget);
+                        drained = s.has(super::entry::HEAD);
                         break;
                     }
                     // The stint ended under us: look again.
@@ -368,11 +390,12 @@ impl Tracker {
             }
         }
         self.stale.push_events(&[Event::Evicted(writer, reason)]);
-        Ok(())
+        Ok(drained)
     }
 
     /// After a successful eviction CAS on the stint (state before it: `s`): counts the end,
-    /// marks the cell evicted, lifts `EVICTING`, and drains if the drain was parked there.
+    /// marks the cell evicted, lifts `EVICTING`, and drains (within `budget`) if the drain was
+    /// parked there. Returns the drain's work.
     fn finish_eviction(
         &self,
         writer: WriterId,
@@ -380,7 +403,8 @@ impl Tracker {
         s: State,
         reason: EvictReason,
         now: Option<u64>,
-    ) {
+        budget: usize,
+    ) -> usize {
         self.count_end(writer);
         if let Some(cell) = self.cells.get(writer.index()) {
             // An unregister that raced us already freed the id: nothing to mark.
@@ -396,7 +420,9 @@ impl Tracker {
         }
         self.count_eviction(reason);
         if s.has(super::entry::HEAD) {
-            self.head_released(now);
+            self.head_released_within(now, budget)
+        } else {
+            0
         }
     }
 
