@@ -24,6 +24,20 @@
  * DIRTY_BATCH_*, tracker_new with many expected writers, and a register that may grow the
  * library's writer table (register_may_grow).
  *
+ * Bounded work: the library examines at most `call_budget` deliveries per call (pop, judge or
+ * compact) and leaves the rest as a backlog that later calls continue. Every tracker NIF that
+ * can run the log (commit, flushed, flushed_many, remove, down, unregister, touch, pause,
+ * resume, take_events, sweep) asks `tidemark_tracker_has_backlog` afterwards; when work is
+ * left it reschedules itself (enif_schedule_nif, argv = [tracker, result, events]) onto a
+ * dirty CPU scheduler that runs `tidemark_tracker_run_backlog` step by step until none is
+ * left, then publishes and returns the call's result (see finish_call). So the normal-scheduler
+ * part of a call is one library call: one budget, two for the calls that end the head's stint
+ * and then help the backlog that left (remove, down, unregister). flushed_many applies reports
+ * on the normal scheduler only while the log work they caused stays below one budget (under
+ * two in all) and no backlog is left; the rest of the list goes to the dirty scheduler. A
+ * monitor's down callback cannot reschedule: it hands a backlog to a short-lived native thread
+ * (one per tracker at a time, see start_background).
+ *
  * Locks: `tracker_res.lock` guards only the writer table and the closed flag (never held across
  * a tidemark call); `tracker_res.pub_lock` serialises sending ack/event messages to the
  * subscriber (held across `take_events` and `enif_send` only, both short), so the subscriber
@@ -40,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -48,6 +63,13 @@
 /* Batches above these sizes are converted to terms on a dirty CPU scheduler. */
 #define DIRTY_BATCH_MESSAGES 4096
 #define DIRTY_BATCH_BYTES (512u * 1024u)
+/* Backlog steps one dirty continuation runs before rescheduling itself (each step examines at
+ * most one call budget: about 1024 deliveries by default). */
+#define BACKLOG_STEPS 64
+/* A step that finds another thread holding the drain token makes no progress; after this many
+ * in a row the continuation stops waiting (that holder continues, or leaves a backlog that the
+ * next call picks up). */
+#define BACKLOG_STUCK 1000
 /* Events taken per `take_events` crossing. */
 #define EVENT_PAGE 64
 /* Writer table: segment k holds 64 << k slots; 27 segments cover every u32 slot index. */
@@ -248,6 +270,13 @@ typedef struct {
     uint64_t live;
     uint64_t inflight;
     int max_seg;
+    /* Backlog bookkeeping of this binding (relaxed statistics, see `work_stats/1`): calls
+     * continued on a dirty scheduler, log work done there or by the background thread, and
+     * background-thread runs. `bg_running`: a background thread is draining this tracker. */
+    _Atomic uint64_t dirty_continuations;
+    _Atomic uint64_t dirty_work;
+    _Atomic uint64_t background_runs;
+    atomic_bool bg_running;
 } tracker_res;
 
 enum { W_LIVE = 0, W_DOWN = 1, W_GONE = 2 };
@@ -384,6 +413,133 @@ static void publish(ErlNifEnv *caller_env, tracker_res *tr, bool events) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Backlog                                                                                     */
+
+/* Log work done so far by every call (deliveries popped + deliveries examined by compaction);
+ * also the call budget and whether a backlog is left, when asked. */
+static uint64_t log_work(const tracker_res *tr, uint64_t *budget, bool *backlog) {
+    tidemark_work_stats w;
+    if (tidemark_tracker_work_stats(tr->t, &w) != TIDEMARK_STATUS_OK) {
+        memset(&w, 0, sizeof w);
+    }
+    if (budget)
+        *budget = w.budget;
+    if (backlog)
+        *backlog = w.backlog;
+    return w.deliveries_popped + w.entries_scanned;
+}
+
+static bool has_backlog(const tracker_res *tr) {
+    bool b = false;
+    return tidemark_tracker_has_backlog(tr->t, &b) == TIDEMARK_STATUS_OK && b;
+}
+
+/* Runs backlog steps (never on a normal scheduler: each examines up to one call budget) until
+ * none is left or `steps` steps made progress. A step that made none (another thread holds the
+ * drain token) yields the thread; BACKLOG_STUCK of them in a row end the run. Adds the log work
+ * observed to `dirty_work`. Returns true when work is left and the run made progress. */
+static bool run_backlog_steps(tracker_res *tr, int steps) {
+    uint64_t before = log_work(tr, NULL, NULL), last = before;
+    int stuck = 0;
+    bool more = true;
+    while (more && steps > 0) {
+        if (tidemark_tracker_run_backlog(tr->t, &more) != TIDEMARK_STATUS_OK) {
+            more = false;
+            break;
+        }
+        uint64_t now = log_work(tr, NULL, NULL);
+        if (now != last) {
+            last = now;
+            stuck = 0;
+            steps--;
+        } else if (more) {
+            if (++stuck >= BACKLOG_STUCK) {
+                more = false;
+                break;
+            }
+            sched_yield();
+        }
+    }
+    atomic_fetch_add_explicit(&tr->dirty_work, last - before, memory_order_relaxed);
+    return more;
+}
+
+/* Dirty CPU continuation of a tracker call: argv = [tracker, result, events]. Runs the backlog
+ * (rescheduling itself every BACKLOG_STEPS steps), publishes, then returns the call's result.
+ * The tracker term in argv keeps the resource alive across the reschedules. */
+static ERL_NIF_TERM backlog_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    tracker_res *tr = get_tracker(env, argv[0]);
+    if (!tr)
+        return enif_make_badarg(env);
+    if (run_backlog_steps(tr, BACKLOG_STEPS))
+        return enif_schedule_nif(env, "tracker_backlog_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 backlog_dirty, argc, argv);
+    publish(env, tr, enif_is_identical(argv[2], a_true));
+    return argv[1];
+}
+
+/* The end of every tracker NIF that can run the log: with no backlog left, publish and return
+ * `result`; otherwise continue on a dirty CPU scheduler (publishing there: taking events would
+ * also run the backlog). `tterm` is the tracker term of the call (argv[0]). */
+static ERL_NIF_TERM finish_call(ErlNifEnv *env, tracker_res *tr, ERL_NIF_TERM tterm,
+                                ERL_NIF_TERM result, bool events) {
+    if (!has_backlog(tr)) {
+        publish(env, tr, events);
+        return result;
+    }
+    if (enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
+        atomic_fetch_add_explicit(&tr->dirty_continuations, 1, memory_order_relaxed);
+    /* The ack may have moved within this call's budget: tell the subscriber now. */
+    publish(env, tr, false);
+    ERL_NIF_TERM args[] = {tterm, result, make_bool(events)};
+    return enif_schedule_nif(env, "tracker_backlog_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                             backlog_dirty, 3, args);
+}
+
+/* Background thread for a backlog left by a monitor's down callback (which cannot reschedule):
+ * drains, publishes, and ends; it keeps the tracker resource until then. */
+static void *backlog_thread(void *arg) {
+    tracker_res *tr = arg;
+    bool progress;
+    /* The down callback that started us left its events to us: first, so the subscriber sees
+     * them before the acks they caused. */
+    publish(NULL, tr, true);
+    do {
+        uint64_t w0 = log_work(tr, NULL, NULL);
+        while (run_backlog_steps(tr, BACKLOG_STEPS))
+            publish(NULL, tr, false);
+        publish(NULL, tr, true);
+        progress = log_work(tr, NULL, NULL) != w0;
+        atomic_fetch_add_explicit(&tr->background_runs, 1, memory_order_relaxed);
+        atomic_store(&tr->bg_running, false);
+        /* A backlog left after our last look is ours again unless another thread took it. */
+    } while (progress && has_backlog(tr) && !atomic_exchange(&tr->bg_running, true));
+    enif_release_resource(tr);
+    return NULL;
+}
+
+/* At most one background thread per tracker; a backlog it misses is continued by the next
+ * call (of any kind) or the next down callback. True when this call started one (which then
+ * publishes acks and events). */
+static bool start_background(tracker_res *tr) {
+    if (!has_backlog(tr) || atomic_exchange(&tr->bg_running, true))
+        return false;
+    enif_keep_resource(tr);
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &attr, backlog_thread, tr);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        atomic_store(&tr->bg_running, false);
+        enif_release_resource(tr);
+        return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Resource callbacks                                                                          */
 
 static void *release_thread(void *arg) {
@@ -498,7 +654,10 @@ static void writer_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor
     if (!live)
         return;
     tidemark_tracker_down(tr->t, w->id, w->class_, tidemark_monotonic_ms());
-    publish(env, tr, true);
+    /* Releasing a long-pinned head can leave a backlog: a native thread finishes it and
+     * publishes (taking events here would run the backlog on this scheduler). */
+    if (!start_background(tr))
+        publish(env, tr, true);
     /* The table's reference (ERTS holds its own during this callback). */
     enif_release_resource(w);
 }
@@ -574,6 +733,10 @@ static ERL_NIF_TERM tracker_new_impl(ErlNifEnv *env, int argc, const ERL_NIF_TER
         tr->subscriber = sub;
     atomic_init(&tr->sent_ack_plus1, 0);
     atomic_init(&tr->closed_hint, false);
+    atomic_init(&tr->dirty_continuations, 0);
+    atomic_init(&tr->dirty_work, 0);
+    atomic_init(&tr->background_runs, 0);
+    atomic_init(&tr->bg_running, false);
     tr->max_seg = o.expected_writers > 0 ? seg_of(o.expected_writers - 1) : -1;
     if (!tr->lock || !tr->pub_lock || !tr->menv) {
         enif_release_resource(tr);
@@ -679,7 +842,7 @@ static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
         /* Already dead at registration: report it now, exactly as the monitor would. */
         tidemark_tracker_down(tr->t, id, class_, tidemark_monotonic_ms());
         enif_release_resource(w);
-        publish(env, tr, true);
+        return finish_call(env, tr, argv[0], ok_tuple(env, enif_make_uint64(env, id)), true);
     }
     return ok_tuple(env, enif_make_uint64(env, id));
 }
@@ -713,7 +876,7 @@ static ERL_NIF_TERM nif_tracker_unregister(ErlNifEnv *env, int argc, const ERL_N
         tr->live--;
         enif_mutex_unlock(tr->lock);
     }
-    return ok_or_error(env, s);
+    return finish_call(env, tr, argv[0], ok_or_error(env, s), false);
 }
 
 static ERL_NIF_TERM nif_tracker_down(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -725,8 +888,7 @@ static ERL_NIF_TERM nif_tracker_down(ErlNifEnv *env, int argc, const ERL_NIF_TER
         return enif_make_badarg(env);
     CLOSED_CHECK(tr);
     tidemark_status s = tidemark_tracker_down(tr->t, id, class_, tidemark_monotonic_ms());
-    publish(env, tr, true);
-    return ok_or_error(env, s);
+    return finish_call(env, tr, argv[0], ok_or_error(env, s), true);
 }
 
 static ERL_NIF_TERM nif_tracker_writer_status(ErlNifEnv *env, int argc,
@@ -772,8 +934,7 @@ static ERL_NIF_TERM commit_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     } else {
         tidemark_status s = tidemark_tracker_commit(tr->t, off, len ? ws : NULL, len,
                                                     tidemark_monotonic_ms());
-        publish(env, tr, false);
-        ret = ok_or_error(env, s);
+        ret = finish_call(env, tr, argv[0], ok_or_error(env, s), false);
     }
     if (ws != stack)
         enif_free(ws);
@@ -797,30 +958,34 @@ static ERL_NIF_TERM nif_tracker_flushed(ErlNifEnv *env, int argc, const ERL_NIF_
         return enif_make_badarg(env);
     CLOSED_CHECK(tr);
     tidemark_status s = tidemark_tracker_flushed(tr->t, id, off, tidemark_monotonic_ms());
-    publish(env, tr, false);
-    return ok_or_error(env, s);
+    return finish_call(env, tr, argv[0], ok_or_error(env, s), false);
 }
 
-/* tracker_flushed_many(t, [{writer, {tx, op}}]) -> {:ok, [{writer, reason}]} (failures only) */
+/* tracker_flushed_many(t, [{writer, {tx, op}}]) -> {:ok, [{writer, reason}]} (failures only).
+ * Continued on a dirty CPU scheduler as (t, rest, failures so far, newest first). On a normal
+ * scheduler the reports are applied while the log work they caused (all threads' work, read
+ * from the counters: an overestimate under concurrency) stays below one call budget and no
+ * backlog is left; each report itself examines at most one budget, so the normal-scheduler part
+ * stays below two. The rest of the list, and any backlog, go to a dirty CPU scheduler. */
 static ERL_NIF_TERM flushed_many_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
-    (void)argc;
     TRACKER_ARG(tr);
     unsigned len;
     if (!enif_get_list_length(env, argv[1], &len))
         return enif_make_badarg(env);
+    bool continued = argc == 3;
+    ERL_NIF_TERM fails = continued ? argv[2] : enif_make_list(env, 0);
     enum { STACK = 64 };
     uint64_t ws_s[STACK];
     tidemark_offset os_s[STACK];
-    tidemark_status st_s[STACK];
     bool heap = len > STACK;
     uint64_t *ws = heap ? enif_alloc(sizeof *ws * len) : ws_s;
     tidemark_offset *os = heap ? enif_alloc(sizeof *os * len) : os_s;
-    tidemark_status *st = heap ? enif_alloc(sizeof *st * len) : st_s;
     ERL_NIF_TERM ret;
-    if (!ws || !os || !st) {
+    if (!ws || !os) {
         ret = error_tuple(env, a_enomem);
         goto out;
     }
+    /* Every report is checked before any is applied: a malformed list changes nothing. */
     ERL_NIF_TERM list = argv[1], head;
     for (unsigned i = 0; i < len; i++) {
         int arity;
@@ -832,32 +997,50 @@ static ERL_NIF_TERM flushed_many_impl(ErlNifEnv *env, int argc, const ERL_NIF_TE
             goto out;
         }
     }
-    if (atomic_load_explicit(&tr->closed_hint, memory_order_relaxed)) {
+    if (!continued && atomic_load_explicit(&tr->closed_hint, memory_order_relaxed)) {
         ret = error_tuple(env, status_atoms[TIDEMARK_STATUS_CLOSED]);
         goto out;
     }
-    size_t failed = 0;
-    tidemark_status s = tidemark_tracker_flushed_many(tr->t, len ? ws : NULL, len ? os : NULL,
-                                                      len, tidemark_monotonic_ms(),
-                                                      len ? st : NULL, &failed);
-    publish(env, tr, false);
-    if (s != TIDEMARK_STATUS_OK) {
-        ret = ok_or_error(env, s);
+    bool normal = enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER;
+    uint64_t budget = 0;
+    uint64_t w0 = log_work(tr, &budget, NULL);
+    uint64_t now = tidemark_monotonic_ms();
+    unsigned done = 0;
+    while (done < len) {
+        tidemark_status st = tidemark_tracker_flushed(tr->t, ws[done], os[done], now);
+        if (st != TIDEMARK_STATUS_OK)
+            fails = enif_make_list_cell(
+                env, enif_make_tuple2(env, enif_make_uint64(env, ws[done]), status_atom(st)),
+                fails);
+        done++;
+        if (normal && done < len) {
+            bool backlog = false;
+            if (log_work(tr, NULL, &backlog) - w0 >= budget || backlog)
+                break;
+        }
+    }
+    if (!normal)
+        atomic_fetch_add_explicit(&tr->dirty_work, log_work(tr, NULL, NULL) - w0,
+                                  memory_order_relaxed);
+    if (done < len) {
+        /* Budget reached on a normal scheduler: the rest on a dirty one. */
+        ERL_NIF_TERM rest = argv[1];
+        for (unsigned i = 0; i < done; i++)
+            enif_get_list_cell(env, rest, &head, &rest);
+        atomic_fetch_add_explicit(&tr->dirty_continuations, 1, memory_order_relaxed);
+        publish(env, tr, false);
+        ERL_NIF_TERM args[] = {argv[0], rest, fails};
+        ret = enif_schedule_nif(env, "tracker_flushed_many_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                flushed_many_impl, 3, args);
         goto out;
     }
-    ERL_NIF_TERM fails = enif_make_list(env, 0);
-    for (unsigned i = len; failed > 0 && i-- > 0;) {
-        if (st[i] != TIDEMARK_STATUS_OK)
-            fails = enif_make_list_cell(
-                env, enif_make_tuple2(env, enif_make_uint64(env, ws[i]), status_atom(st[i])),
-                fails);
-    }
-    ret = ok_tuple(env, fails);
+    ERL_NIF_TERM in_order;
+    enif_make_reverse_list(env, fails, &in_order);
+    ret = finish_call(env, tr, argv[0], ok_tuple(env, in_order), false);
 out:
     if (heap) {
         enif_free(ws);
         enif_free(os);
-        enif_free(st);
     }
     return ret;
 }
@@ -878,8 +1061,7 @@ static ERL_NIF_TERM nif_tracker_remove(ErlNifEnv *env, int argc, const ERL_NIF_T
     WRITER_ARG(id);
     CLOSED_CHECK(tr);
     tidemark_status s = tidemark_tracker_remove(tr->t, id);
-    publish(env, tr, true);
-    return ok_or_error(env, s);
+    return finish_call(env, tr, argv[0], ok_or_error(env, s), true);
 }
 
 static ERL_NIF_TERM nif_tracker_touch(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -887,7 +1069,8 @@ static ERL_NIF_TERM nif_tracker_touch(ErlNifEnv *env, int argc, const ERL_NIF_TE
     TRACKER_ARG(tr);
     WRITER_ARG(id);
     CLOSED_CHECK(tr);
-    return ok_or_error(env, tidemark_tracker_touch(tr->t, id, tidemark_monotonic_ms()));
+    tidemark_status s = tidemark_tracker_touch(tr->t, id, tidemark_monotonic_ms());
+    return finish_call(env, tr, argv[0], ok_or_error(env, s), false);
 }
 
 static ERL_NIF_TERM nif_tracker_pause(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -895,7 +1078,8 @@ static ERL_NIF_TERM nif_tracker_pause(ErlNifEnv *env, int argc, const ERL_NIF_TE
     TRACKER_ARG(tr);
     WRITER_ARG(id);
     CLOSED_CHECK(tr);
-    return ok_or_error(env, tidemark_tracker_pause(tr->t, id));
+    tidemark_status s = tidemark_tracker_pause(tr->t, id);
+    return finish_call(env, tr, argv[0], ok_or_error(env, s), false);
 }
 
 static ERL_NIF_TERM nif_tracker_resume(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -903,7 +1087,8 @@ static ERL_NIF_TERM nif_tracker_resume(ErlNifEnv *env, int argc, const ERL_NIF_T
     TRACKER_ARG(tr);
     WRITER_ARG(id);
     CLOSED_CHECK(tr);
-    return ok_or_error(env, tidemark_tracker_resume(tr->t, id, tidemark_monotonic_ms()));
+    tidemark_status s = tidemark_tracker_resume(tr->t, id, tidemark_monotonic_ms());
+    return finish_call(env, tr, argv[0], ok_or_error(env, s), false);
 }
 
 /* Dirty CPU: a sweep costs O(expired · log n), unbounded when many writers expire at once. */
@@ -915,11 +1100,11 @@ static ERL_NIF_TERM nif_tracker_sweep(ErlNifEnv *env, int argc, const ERL_NIF_TE
     tidemark_status s = tidemark_tracker_sweep(tr->t, tidemark_monotonic_ms(), &out);
     if (s != TIDEMARK_STATUS_OK)
         return ok_or_error(env, s);
-    publish(env, tr, out.challenged + out.evicted > 0);
     static const char *const keys[] = {"challenged", "evicted"};
     ERL_NIF_TERM vals[] = {enif_make_uint64(env, out.challenged),
                            enif_make_uint64(env, out.evicted)};
-    return ok_tuple(env, make_map(env, keys, vals, 2));
+    return finish_call(env, tr, argv[0], ok_tuple(env, make_map(env, keys, vals, 2)),
+                       out.challenged + out.evicted > 0);
 }
 
 static ERL_NIF_TERM nif_tracker_ack(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -1009,7 +1194,69 @@ static ERL_NIF_TERM nif_tracker_take_events(ErlNifEnv *env, int argc,
         }
         list = enif_make_list_cell(env, e, list);
     }
-    return ok_tuple(env, list);
+    return finish_call(env, tr, argv[0], ok_tuple(env, list), false);
+}
+
+/* {:ok, map}: the library's work counters plus this binding's backlog counters. */
+static ERL_NIF_TERM nif_tracker_work_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    tidemark_work_stats w;
+    tidemark_status s = tidemark_tracker_work_stats(tr->t, &w);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    static const char *const keys[] = {
+        "budget",   "deliveries_popped",   "entries_scanned", "max_call_work",
+        "backlogs", "backlog",             "log_len",         "dirty_continuations",
+        "dirty_work", "background_runs",
+    };
+    ERL_NIF_TERM vals[] = {
+        enif_make_uint64(env, w.budget),
+        enif_make_uint64(env, w.deliveries_popped),
+        enif_make_uint64(env, w.entries_scanned),
+        enif_make_uint64(env, w.max_call_work),
+        enif_make_uint64(env, w.backlogs),
+        make_bool(w.backlog),
+        enif_make_uint64(env, w.log_len),
+        enif_make_uint64(env, atomic_load_explicit(&tr->dirty_continuations, memory_order_relaxed)),
+        enif_make_uint64(env, atomic_load_explicit(&tr->dirty_work, memory_order_relaxed)),
+        enif_make_uint64(env, atomic_load_explicit(&tr->background_runs, memory_order_relaxed)),
+    };
+    return ok_tuple(env, make_map(env, keys, vals, sizeof vals / sizeof vals[0]));
+}
+
+static ERL_NIF_TERM nif_tracker_set_call_budget(ErlNifEnv *env, int argc,
+                                                const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    uint64_t budget;
+    if (!get_u64(env, argv[1], &budget))
+        return enif_make_badarg(env);
+    return ok_or_error(env, tidemark_tracker_set_call_budget(tr->t, budget));
+}
+
+/* One budgeted step of leftover work, on the calling (normal) scheduler: {:ok, more}. */
+static ERL_NIF_TERM nif_tracker_run_backlog(ErlNifEnv *env, int argc,
+                                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    bool more = false;
+    tidemark_status s = tidemark_tracker_run_backlog(tr->t, &more);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    publish(env, tr, false);
+    return ok_tuple(env, make_bool(more));
+}
+
+static ERL_NIF_TERM nif_tracker_has_backlog(ErlNifEnv *env, int argc,
+                                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    TRACKER_ARG(tr);
+    bool b = false;
+    tidemark_status s = tidemark_tracker_has_backlog(tr->t, &b);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    return ok_tuple(env, make_bool(b));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1399,6 +1646,10 @@ static ErlNifFunc funcs[] = {
     {"tracker_pinning", 1, nif_tracker_pinning, 0},
     {"tracker_stats", 1, nif_tracker_stats, 0},
     {"tracker_take_events", 1, nif_tracker_take_events, 0},
+    {"tracker_work_stats", 1, nif_tracker_work_stats, 0},
+    {"tracker_set_call_budget", 2, nif_tracker_set_call_budget, 0},
+    {"tracker_run_backlog", 1, nif_tracker_run_backlog, 0},
+    {"tracker_has_backlog", 1, nif_tracker_has_backlog, 0},
     {"buffer_new", 6, nif_buffer_new, 0},
     {"buffer_push", 2, nif_buffer_push, 0},
     {"buffer_push_many", 2, nif_buffer_push_many, 0},

@@ -9,6 +9,13 @@ defmodule Tidemark.Native do
   # scheduler: commit / flushed_many / push_many calls with more than 1000 items, batches above
   # 4096 messages or 512 KiB, tracker_new with more than 8192 expected writers, and the
   # tracker_register calls that may grow the library's writer table.
+  #
+  # Bounded work: the library examines at most `call_budget` deliveries per call and leaves a
+  # backlog beyond that. Every tracker function that can run the log (commit, flushed,
+  # flushed_many, remove, down, unregister, touch, pause, resume, take_events, sweep) checks for
+  # a backlog before returning and, when one is left, continues it on a dirty CPU scheduler
+  # (enif_schedule_nif) until it is done, then returns its own result. tracker_run_backlog/1 is
+  # one budgeted step on the calling scheduler.
 
   @on_load :load_nif
 
@@ -18,7 +25,7 @@ defmodule Tidemark.Native do
   end
 
   def version, do: :erlang.nif_error(:nif_not_loaded)
-  # Test support: {os_thread_id, cpu_ns} of the calling scheduler thread.
+  # Bench support: {os_thread_id, cpu_ns} of the calling scheduler thread.
   def thread_clock, do: :erlang.nif_error(:nif_not_loaded)
 
   def tracker_new(_grace_ms, _initial_ack, _subscriber, _owner, _max_writers, _expected, _events),
@@ -41,6 +48,10 @@ defmodule Tidemark.Native do
   def tracker_pinning(_t), do: :erlang.nif_error(:nif_not_loaded)
   def tracker_stats(_t), do: :erlang.nif_error(:nif_not_loaded)
   def tracker_take_events(_t), do: :erlang.nif_error(:nif_not_loaded)
+  def tracker_work_stats(_t), do: :erlang.nif_error(:nif_not_loaded)
+  def tracker_set_call_budget(_t, _deliveries), do: :erlang.nif_error(:nif_not_loaded)
+  def tracker_run_backlog(_t), do: :erlang.nif_error(:nif_not_loaded)
+  def tracker_has_backlog(_t), do: :erlang.nif_error(:nif_not_loaded)
 
   def buffer_new(_max_messages, _max_bytes, _linger_us, _cap_messages, _cap_bytes, _inflight),
     do: :erlang.nif_error(:nif_not_loaded)

@@ -32,6 +32,23 @@ defmodule Tidemark.Tracker do
   collected. A writer's registration (and its slot) lasts until `unregister/2`: unregister
   writers once their eviction is handled.
 
+  ## Bounded work per call
+
+  The library examines at most a *call budget* of deliveries per call (1 024 by default, see
+  `set_call_budget/2`): releasing a writer that pinned the ack for a long time can leave many
+  finished deliveries to pop, and the rest waits as a *backlog*. Every function here that can
+  run the tracker's log (`commit/3`, `flushed/3`, `flushed_many/2`, `remove/2`, `down/3`,
+  `unregister/2`, `touch/2`, `pause/2`, `resume/2`, `take_events/1`, `sweep/1`) checks for a
+  backlog before returning; when one is left, the call continues on a dirty CPU scheduler
+  until it is done and only then returns, so the normal scheduler runs one library call's work
+  for it (one budget; two for `remove/2`, `down/3` and `unregister/2` when they release the
+  head, which end its stint and then help the backlog that left; under two for
+  `flushed_many/2`, which hands the rest of its list to the dirty scheduler once its reports
+  caused a budget's worth) and the ack is exact when the call returns. A
+  writer's process exiting is reported from the monitor's callback, which hands a backlog to a
+  short-lived native thread instead. `work_stats/1` counts the work, `run_backlog/1` runs one
+  step by hand.
+
   All functions take the tracker's monotonic clock (`tidemark_monotonic_ms`) as `now`.
   Malformed arguments raise `ArgumentError`.
   """
@@ -174,6 +191,47 @@ defmodule Tidemark.Tracker do
   """
   @spec take_events(t()) :: {:ok, list()} | {:error, Tidemark.reason()}
   def take_events(tracker), do: Native.tracker_take_events(tracker)
+
+  @doc """
+  Work counters: the evidence that every call does bounded work.
+
+    * `:budget` — the most deliveries one library call may examine (`set_call_budget/2`);
+    * `:deliveries_popped`, `:entries_scanned` — deliveries popped at the head of the log and
+      deliveries examined by compaction, in all;
+    * `:max_call_work` — the most deliveries any single library call examined (never above
+      `:budget`);
+    * `:backlogs` — library calls that stopped at the budget and left a backlog;
+    * `:backlog` — whether leftover work is waiting now; `:log_len` — deliveries in the log;
+    * `:dirty_continuations` — calls of this binding that continued a backlog (or the rest of
+      a `flushed_many/2` list) on a dirty CPU scheduler;
+    * `:dirty_work` — deliveries popped or scanned during those continuations and by the
+      background thread (the rest of the work ran on the schedulers the calls were made on);
+    * `:background_runs` — backlogs left by a monitor's down callback and run by the binding's
+      background thread.
+  """
+  @spec work_stats(t()) :: {:ok, map()} | {:error, Tidemark.reason()}
+  def work_stats(tracker), do: Native.tracker_work_stats(tracker)
+
+  @doc """
+  Sets the most deliveries one library call may examine (pop, judge or compact); default 1 024.
+  A smaller budget makes every normal-scheduler call shorter and a backlog take more steps.
+  `{:error, :invalid_argument}` for 0.
+  """
+  @spec set_call_budget(t(), pos_integer()) :: :ok | {:error, Tidemark.reason()}
+  def set_call_budget(tracker, deliveries) when is_integer(deliveries) and deliveries >= 0,
+    do: Native.tracker_set_call_budget(tracker, deliveries)
+
+  @doc """
+  Runs one budgeted step of leftover work on the calling scheduler; `{:ok, true}` while more
+  remains. Not needed in normal use (calls finish their backlog before returning); for a
+  process that wants to finish a backlog in small steps of its own.
+  """
+  @spec run_backlog(t()) :: {:ok, boolean()} | {:error, Tidemark.reason()}
+  def run_backlog(tracker), do: Native.tracker_run_backlog(tracker)
+
+  @doc "Whether leftover work (a drain backlog or a compaction pass) is waiting."
+  @spec has_backlog(t()) :: {:ok, boolean()} | {:error, Tidemark.reason()}
+  def has_backlog(tracker), do: Native.tracker_has_backlog(tracker)
 
   @doc "Drops every writer monitor; later calls return `{:error, :closed}`."
   @spec close(t()) :: :ok
