@@ -66,8 +66,8 @@ enum tidemark_status
   TIDEMARK_STATUS_LINK_FAILED = 16,
   // No value exists yet (no ack before the first commit, nothing pinning the ack).
   TIDEMARK_STATUS_EMPTY = 17,
-  // The handle is not a live handle of the expected type (a handle of another type, or one
-  // detected as freed). Detection is best effort: see docs/ABI.md.
+  // The handle is not a live handle of the expected type (a live handle of another type, or
+  // a misaligned pointer). A freed handle is not detected: see docs/ABI.md.
   TIDEMARK_STATUS_INVALID_HANDLE = 18,
   // Memory for the tracker's tables could not be allocated (the host is out of memory, or a
   // table reached its addressable limit). Nothing changed.
@@ -241,7 +241,7 @@ typedef struct tidemark_message {
   size_t len;
   // The message's log offset (valid when `has_offset`).
   struct tidemark_offset offset;
-  // Whether the message carries an offset.
+  // Whether the message carries an offset (0 or 1; anything else is `INVALID_ARGUMENT`).
   bool has_offset;
 } tidemark_message;
 
@@ -330,7 +330,7 @@ typedef struct tidemark_tracker_options {
   // When `has_initial_ack`: the ack before the first commit (a position already confirmed
   // upstream); it is a floor the ack never goes below. Must be below `UINT64_MAX`.
   uint64_t initial_ack;
-  // Whether `initial_ack` is set.
+  // Whether `initial_ack` is set (0 or 1; anything else is `INVALID_ARGUMENT`).
   bool has_initial_ack;
   // Writer slots to allocate up front (≤ `max_writers`).
   size_t expected_writers;

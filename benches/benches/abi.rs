@@ -303,7 +303,7 @@ fn bench_push(c: &mut Criterion) {
         data: PAYLOAD.as_ptr(),
         len: PAYLOAD.len(),
         offset: tidemark_offset { tx: 1, op: 0 },
-        has_offset: true,
+        has_offset: true.into(),
     };
     g.bench_function("c_abi_try_push", |bch| {
         let h = abi_buffer();

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tidemark_core::WriterId;
 use tidemark_core::batch::{
-    AckError, Batch, BatchBuffer, BatchConfig, FlushError, Message, Poll, StopReport, TakeError,
-    TrackerLink,
+    AckError, Batch, BatchBuffer, BatchConfig, FlushError, Message, Poll, PushRefusal, StopReport,
+    TakeError, TrackerLink,
 };
 
 use crate::cast::{self, Kind};
@@ -78,16 +78,23 @@ fn deadline(b: &BatchBuffer, timeout_ms: u64) -> Duration {
     b.now().checked_add(ms(timeout_ms)).unwrap_or(Duration::MAX)
 }
 
-/// Copies a caller's message into an owned one.
+/// Copies a caller's message into an owned one, after checking that the buffer could ever hold
+/// it: a message above `capacity_bytes` (a lying length included) is refused as `TOO_LARGE`
+/// before any byte is read or copied.
 ///
 /// # Safety
-/// `m.data` must be NULL or point to `m.len` readable bytes.
-unsafe fn owned(m: &tidemark_message) -> Result<Message, tidemark_status> {
+/// `m.data` must be NULL or point to `m.len` readable bytes (when `m.len` fits the buffer).
+unsafe fn owned(b: &BatchBuffer, m: &tidemark_message) -> Result<Message, tidemark_status> {
+    if m.len as u64 > b.capacity_bytes() {
+        b.count_refused(PushRefusal::TooLarge, 1);
+        return Err(tidemark_status::TooLarge);
+    }
+    let offset = m.offset()?;
     // SAFETY: forwarded contract.
     let bytes = unsafe { cast::slice(m.data, m.len)? };
     Ok(Message {
         payload: bytes.to_vec(),
-        offset: m.offset(),
+        offset,
     })
 }
 
@@ -186,7 +193,9 @@ pub unsafe extern "C" fn tidemark_batch_buffer_try_push(
 ) -> tidemark_status {
     boundary!({
         // SAFETY: C contract: a live handle; a valid message whose bytes are readable.
-        let (b, m) = unsafe { (self::buffer(buffer)?, owned(cast::input(message)?)?) };
+        let (b, m) = unsafe { (self::buffer(buffer)?, cast::input(message)?) };
+        // SAFETY: as above (the bytes are read only once the length fits the buffer).
+        let m = unsafe { owned(b, m)? };
         b.push_message(m).map_err(|e| refusal_status(e.reason))
     })
 }
@@ -205,7 +214,9 @@ pub unsafe extern "C" fn tidemark_batch_buffer_push_timeout(
 ) -> tidemark_status {
     boundary!({
         // SAFETY: C contract: as for try_push.
-        let (b, m) = unsafe { (self::buffer(buffer)?, owned(cast::input(message)?)?) };
+        let (b, m) = unsafe { (self::buffer(buffer)?, cast::input(message)?) };
+        // SAFETY: as above (the bytes are read only once the length fits the buffer).
+        let m = unsafe { owned(b, m)? };
         b.push_timeout(m.payload, m.offset, ms(timeout_ms))
             .map_err(|e| refusal_status(e.reason))
     })
@@ -241,14 +252,49 @@ pub unsafe extern "C" fn tidemark_batch_buffer_push_many(
                 cast::out(out_refusal)?,
             )
         };
-        let owned = ms
+        // Lengths first: only the prefix the buffer could hold at all (each message within
+        // `capacity_bytes`, and all of them together within the capacities) is copied. The first
+        // message past it is refused: `TOO_LARGE` when it can never fit; otherwise it is passed
+        // on too (its length is within `capacity_bytes`), so the buffer itself refuses it.
+        let (cap_bytes, cap_msgs) = (b.capacity_bytes(), b.capacity_messages());
+        let mut total = 0u64;
+        let mut take = n;
+        let mut too_large = false;
+        for (i, m) in ms.iter().enumerate() {
+            m.offset()?;
+            if m.len as u64 > cap_bytes {
+                (take, too_large) = (i, true);
+                break;
+            }
+            total = total.saturating_add(m.len as u64);
+            if total > cap_bytes || i as u64 >= cap_msgs {
+                take = i + 1;
+                break;
+            }
+        }
+        let owned = ms[..take]
             .iter()
-            // SAFETY: C contract: each message's bytes are readable.
-            .map(|m| unsafe { owned(m) })
+            // SAFETY: C contract: each message's bytes are readable; lengths checked above.
+            .map(|m| unsafe { owned(b, m) })
             .collect::<Result<Vec<_>, _>>()?;
-        let (accepted, refusal) = match b.push_many(owned) {
-            Ok(()) => (n, tidemark_status::Ok),
-            Err(e) => (e.accepted, refusal_status(e.reason)),
+        // The messages never passed on are refused with the reason of the first refused one.
+        let unpassed = (n - take) as u64;
+        let (accepted, reason) = if owned.is_empty() {
+            (0, (n > 0).then_some(PushRefusal::TooLarge))
+        } else {
+            match b.push_many(owned) {
+                Ok(()) => (take, too_large.then_some(PushRefusal::TooLarge)),
+                Err(e) => (e.accepted, Some(e.reason)),
+            }
+        };
+        let refusal = match reason {
+            Some(r) => {
+                if unpassed > 0 {
+                    b.count_refused(r, unpassed);
+                }
+                refusal_status(r)
+            }
+            None => tidemark_status::Ok,
         };
         out_accepted.write(accepted);
         out_refusal.write(refusal);

@@ -1,11 +1,11 @@
 //! The only module that turns raw pointers into references, slices or boxes, and back.
 //!
 //! A handle given to C points to a [`Handle<T>`]: a magic number naming the type, then the
-//! value. Borrowing checks the pointer for NULL, alignment and the magic number, so a handle of
-//! another type (or garbage that happens to be aligned) is refused with `INVALID_HANDLE`
-//! instead of being used. A `_free` overwrites the magic number before releasing the memory, so
-//! a use after free is caught *while that memory is not reused* — best effort only: using a
-//! freed handle is undefined behaviour, as documented in docs/ABI.md.
+//! value. Borrowing checks the pointer for NULL, alignment and the magic number, so a live
+//! handle of another type is refused with `INVALID_HANDLE` instead of being used. A freed
+//! handle, or a pointer to memory that is not a handle, is not detected: using one is undefined
+//! behaviour, as documented in docs/ABI.md ("Freed and foreign handles"). A `_free` overwrites
+//! the magic number before releasing the memory, only as a debugging aid.
 
 use std::mem::align_of;
 use std::ptr::NonNull;

@@ -84,8 +84,8 @@ pub enum tidemark_status {
     LinkFailed = 16,
     /// No value exists yet (no ack before the first commit, nothing pinning the ack).
     Empty = 17,
-    /// The handle is not a live handle of the expected type (a handle of another type, or one
-    /// detected as freed). Detection is best effort: see docs/ABI.md.
+    /// The handle is not a live handle of the expected type (a live handle of another type, or
+    /// a misaligned pointer). A freed handle is not detected: see docs/ABI.md.
     InvalidHandle = 18,
     /// Memory for the tracker's tables could not be allocated (the host is out of memory, or a
     /// table reached its addressable limit). Nothing changed.

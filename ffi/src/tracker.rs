@@ -58,7 +58,7 @@ pub unsafe extern "C" fn tidemark_tracker_options_default(
         let d = TrackerOptions::default();
         out.write(tidemark_tracker_options {
             initial_ack: d.initial_ack.unwrap_or(0),
-            has_initial_ack: d.initial_ack.is_some(),
+            has_initial_ack: d.initial_ack.is_some().into(),
             expected_writers: d.expected_writers,
             max_writers: d.max_writers,
             stall_grace_ms: d.stall_grace_ms,
@@ -84,7 +84,10 @@ pub unsafe extern "C" fn tidemark_tracker_new(
         // SAFETY: C contract: NULL or a valid options struct; NULL or a writable pointer.
         let (options, out) = unsafe { (cast::input(options)?, cast::out(out)?) };
         let o = TrackerOptions {
-            initial_ack: options.has_initial_ack.then_some(options.initial_ack),
+            initial_ack: options
+                .has_initial_ack
+                .get()?
+                .then_some(options.initial_ack),
             expected_writers: options.expected_writers,
             max_writers: options.max_writers,
             stall_grace_ms: options.stall_grace_ms,

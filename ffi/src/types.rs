@@ -129,8 +129,8 @@ pub struct tidemark_tracker_options {
     /// When `has_initial_ack`: the ack before the first commit (a position already confirmed
     /// upstream); it is a floor the ack never goes below. Must be below `UINT64_MAX`.
     pub initial_ack: u64,
-    /// Whether `initial_ack` is set.
-    pub has_initial_ack: bool,
+    /// Whether `initial_ack` is set (0 or 1; anything else is `INVALID_ARGUMENT`).
+    pub has_initial_ack: CBool,
     /// Writer slots to allocate up front (≤ `max_writers`).
     pub expected_writers: usize,
     /// The most writers registered at once (1 to `UINT32_MAX`).
@@ -183,6 +183,35 @@ pub struct tidemark_work_stats {
     pub backlog: bool,
     /// Deliveries in the log now.
     pub log_len: u64,
+}
+
+/// A C `bool` field of a struct the caller fills in. Read as the byte it is, so a value other
+/// than 0 or 1 (which C cannot produce by assignment, but memory can hold) is refused with
+/// `INVALID_ARGUMENT` instead of becoming an invalid Rust `bool`. The header shows it as `bool`.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CBool(u8);
+
+impl CBool {
+    /// `true`.
+    pub const TRUE: CBool = CBool(1);
+    /// `false`.
+    pub const FALSE: CBool = CBool(0);
+
+    /// The flag, or `INVALID_ARGUMENT` when the byte is neither 0 nor 1.
+    pub fn get(self) -> Result<bool, tidemark_status> {
+        match self.0 {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(tidemark_status::InvalidArgument),
+        }
+    }
+}
+
+impl From<bool> for CBool {
+    fn from(b: bool) -> CBool {
+        CBool(b as u8)
+    }
 }
 
 /// Counters and gauges of a tracker, from `tidemark_tracker_stats`.
@@ -278,8 +307,8 @@ pub struct tidemark_message {
     pub len: usize,
     /// The message's log offset (valid when `has_offset`).
     pub offset: tidemark_offset,
-    /// Whether the message carries an offset.
-    pub has_offset: bool,
+    /// Whether the message carries an offset (0 or 1; anything else is `INVALID_ARGUMENT`).
+    pub has_offset: CBool,
 }
 
 impl tidemark_message {
@@ -288,12 +317,14 @@ impl tidemark_message {
             data: m.payload.as_ptr(),
             len: m.payload.len(),
             offset: m.offset.unwrap_or_default().into(),
-            has_offset: m.offset.is_some(),
+            has_offset: m.offset.is_some().into(),
         }
     }
 
-    pub(crate) fn offset(&self) -> Option<Offset> {
-        self.has_offset.then(|| self.offset.into())
+    /// The message's offset, if it has one; `INVALID_ARGUMENT` for a `has_offset` byte that is
+    /// neither 0 nor 1.
+    pub(crate) fn offset(&self) -> Result<Option<Offset>, tidemark_status> {
+        Ok(self.has_offset.get()?.then(|| self.offset.into()))
     }
 }
 

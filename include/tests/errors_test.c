@@ -267,10 +267,65 @@ static void test_batch_refusals(void) {
   tidemark_batch_buffer_free(other);
 }
 
+/* Lying lengths and flags: refused before anything is read or copied, nothing changed. */
+static void test_lying_lengths_and_flags(void) {
+  tidemark_batch_config c;
+  tidemark_batch_buffer *b = NULL;
+  CHECK_OK(tidemark_batch_config_default(&c));
+  c.capacity_bytes = 1024;
+  c.max_bytes = 512;
+  CHECK_OK(tidemark_batch_buffer_new(&c, &b));
+  uint8_t bytes[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  /* 1 TiB claimed over 8 readable bytes: TOO_LARGE, the bytes are never read. */
+  tidemark_message huge = {bytes, (size_t)1 << 40, {0, 0}, false};
+  CHECK_STATUS(tidemark_batch_buffer_try_push(b, &huge), TIDEMARK_STATUS_TOO_LARGE);
+  CHECK_STATUS(tidemark_batch_buffer_push_timeout(b, &huge, 0), TIDEMARK_STATUS_TOO_LARGE);
+  huge.len = SIZE_MAX;
+  CHECK_STATUS(tidemark_batch_buffer_try_push(b, &huge), TIDEMARK_STATUS_TOO_LARGE);
+  /* push_many: the prefix before the lying message is taken, then TOO_LARGE. */
+  tidemark_message many[3] = {{bytes, 8, {0, 0}, false}, {bytes, 8, {0, 0}, false}, huge};
+  size_t accepted = 99;
+  tidemark_status refusal = TIDEMARK_STATUS_OK;
+  CHECK_OK(tidemark_batch_buffer_push_many(b, many, 3, &accepted, &refusal));
+  CHECK(accepted == 2 && refusal == TIDEMARK_STATUS_TOO_LARGE);
+  /* Together above capacity_bytes: FULL at the first that does not fit with the others. */
+  static uint8_t kib[1020];
+  tidemark_message fat[3] = {{bytes, 8, {0, 0}, false}, {kib, 1020, {0, 0}, false}, huge};
+  fat[2].len = 1000;
+  fat[2].data = NULL; /* never read: past what the buffer could hold with the others */
+  CHECK_OK(tidemark_batch_buffer_push_many(b, fat, 3, &accepted, &refusal));
+  CHECK(accepted == 1 && refusal == TIDEMARK_STATUS_FULL);
+  /* A has_offset byte of 2 (memory can hold it; C assignment cannot): INVALID_ARGUMENT. */
+  tidemark_message odd = {bytes, 8, {5, 0}, false};
+  memset(&odd.has_offset, 2, 1);
+  CHECK_STATUS(tidemark_batch_buffer_try_push(b, &odd), TIDEMARK_STATUS_INVALID_ARGUMENT);
+  tidemark_message two[2] = {{bytes, 8, {0, 0}, false}, odd};
+  accepted = 99;
+  CHECK_STATUS(tidemark_batch_buffer_push_many(b, two, 2, &accepted, &refusal),
+               TIDEMARK_STATUS_INVALID_ARGUMENT);
+  CHECK(accepted == 99); /* nothing taken, nothing written */
+  tidemark_batch_buffer_counters st;
+  CHECK_OK(tidemark_batch_buffer_stats(b, &st));
+  /* Every refusal is counted, also those decided on the length alone. */
+  CHECK(st.accepted == 3 && st.rejected_too_large == 4 && st.rejected_full == 2);
+  tidemark_stop_report *r = NULL;
+  CHECK_OK(tidemark_batch_buffer_stop(b, 0, &r));
+  tidemark_stop_report_free(r);
+  tidemark_batch_buffer_free(b);
+
+  tidemark_tracker_options o;
+  tidemark_tracker *t = NULL;
+  CHECK_OK(tidemark_tracker_options_default(&o));
+  memset(&o.has_initial_ack, 7, 1);
+  CHECK_STATUS(tidemark_tracker_new(&o, &t), TIDEMARK_STATUS_INVALID_ARGUMENT);
+  CHECK(t == NULL);
+}
+
 int main(void) {
   test_null_arguments();
   test_foreign_and_misaligned_handles();
   test_tracker_refusals();
   test_batch_refusals();
+  test_lying_lengths_and_flags();
   return check_summary("errors_test");
 }

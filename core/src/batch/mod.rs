@@ -211,6 +211,30 @@ impl BatchBuffer {
         nanos(self.clock.now())
     }
 
+    /// The most payload bytes the buffer holds at once (`BatchConfig::capacity_bytes`): a
+    /// message larger than this is never accepted.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.limits.capacity_bytes
+    }
+
+    /// The most messages the buffer holds at once (`BatchConfig::capacity_messages`).
+    pub fn capacity_messages(&self) -> u64 {
+        self.limits.capacity_messages
+    }
+
+    /// Counts `messages` refused for `reason` by a front end before they reached the buffer
+    /// (the C ABI refuses a message whose length can never fit before it copies any byte), so
+    /// `stats` still counts every refusal.
+    pub fn count_refused(&self, reason: PushRefusal, messages: u64) {
+        let refused = match reason {
+            PushRefusal::Full => Refused::Full,
+            PushRefusal::Stopping => Refused::Stopping,
+            PushRefusal::Closed => Refused::Closed,
+            PushRefusal::TooLarge => Refused::TooLarge,
+        };
+        self.count_refusals(&refused, messages);
+    }
+
     /// The lifecycle state.
     pub fn state(&self) -> State {
         // Relaxed: a snapshot for observers; it carries no data.
