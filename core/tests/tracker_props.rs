@@ -264,7 +264,11 @@ impl Harness {
             prop_assert_eq!(sorted(got), sorted(self.m.take_events()));
             // Other calls continue the backlog, so the ack may have moved on since, safely.
             let later = self.t.stats(self.now).ack;
-            prop_assert!(later >= ack && later <= self.m.ack(), "stats ack {:?}", later);
+            prop_assert!(
+                later >= ack && later <= self.m.ack(),
+                "stats ack {:?}",
+                later
+            );
             return Ok(());
         }
         prop_assert_eq!(ack, self.m.ack(), "ack must equal the exact model");
