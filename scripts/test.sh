@@ -99,7 +99,7 @@ step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step clippy-loom env RUSTFLAGS="--cfg tidemark_loom" CARGO_TARGET_DIR=target/loom \
   cargo clippy -p tidemark -p loom-tests --tests --locked -- -D warnings
 step test cargo test --workspace --locked
-# loom: bounded preemptions (STYLE.md habit 2), release with debug assertions.
+# loom: bounded preemptions (docs/CONTRIBUTING.md habit 2), release with debug assertions.
 step loom env RUSTFLAGS="--cfg tidemark_loom -C debug-assertions" CARGO_TARGET_DIR=target/loom \
   LOOM_MAX_PREEMPTIONS=3 cargo test -p loom-tests --release --locked
 # Benchmarks in test mode: each benchmark runs once, so they keep compiling and running.

@@ -1,4 +1,4 @@
-//! Staleness benchmarks (criterion group `sweep`, DOMAIN.md §4).
+//! Staleness benchmarks (criterion group `sweep`, docs/CONTRACT.md §4).
 //!
 //! - `sweep/none-expired/1e6`: a sweep over 10⁶ pending writers none of which is past the grace
 //!   period (goal ≤ 1 µs). The sweep changes nothing, so one setup serves every iteration.
@@ -7,7 +7,7 @@
 //!   period. Eviction takes two sweeps: the first challenges them, the next evicts them. Each is
 //!   measured on a fresh setup (`iter_batched`, one setup per iteration, not timed); throughput
 //!   is in expired writers (goal: cost proportional to the expired count).
-//! - `sweep/workload-3e5/{never,every-1000}`: the DOMAIN.md §8 workload at N = 3·10⁵ with
+//! - `sweep/workload-3e5/{never,every-1000}`: the docs/CONTRACT.md §8 workload at N = 3·10⁵ with
 //!   `sweep` called every 1000 commits or never; the ratio is the cost that staleness sweeps add
 //!   to the flush path (goal ≤ 10 %). One iteration is 4000 commits (16 000 writer-ops).
 //!

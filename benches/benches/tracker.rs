@@ -1,7 +1,7 @@
 //! Tracker benchmarks (criterion group `tracker`): tidemark against the reference algorithm
 //! (Electric's FlushTracker in Rust, `tidemark_benches::reference`).
 //!
-//! - `tracker/workload/{tidemark,reference}/N`: the DOMAIN.md §8 workload at N = 10⁴, 3·10⁵
+//! - `tracker/workload/{tidemark,reference}/N`: the docs/CONTRACT.md §8 workload at N = 10⁴, 3·10⁵
 //!   and 10⁶ registered writers, single-threaded. Writers are registered and the tracker is in
 //!   steady state (64 commits in flight) before measuring; one iteration is 4096 commits, and
 //!   throughput is in writer-ops (one delivery plus its flush report; 4 per commit).

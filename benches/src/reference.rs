@@ -1,4 +1,4 @@
-//! The reference algorithm: Electric's FlushTracker (DOMAIN.md §3 "Reference algorithm"), in
+//! The reference algorithm: Electric's FlushTracker (docs/CONTRACT.md §3 "Reference algorithm"), in
 //! Rust, as the baseline of the tracker benchmarks.
 //!
 //! State: `last_seen` (the last commit's offset), `global` (starts at `(−1, 0)`), a map

@@ -7,7 +7,7 @@ use crate::reference::ReferenceTracker;
 use crate::workload::{Event, LAG, OutOfOrder, Workload, Writers};
 
 /// The caller time (ms) of commit `i`: 128 commits per ms, about 1.3·10⁵ commits/s, inside the
-/// 10⁵–10⁶ commits/s DOMAIN.md §3 designs for. Nothing gets near the 60 s grace period.
+/// 10⁵–10⁶ commits/s docs/CONTRACT.md §3 designs for. Nothing gets near the 60 s grace period.
 #[inline]
 pub fn now_ms(commit: u64) -> u64 {
     commit >> 7
@@ -192,7 +192,7 @@ mod tests {
     use super::*;
 
     /// Both trackers reach the same final ack, and tidemark's is never below the reference's
-    /// (DOMAIN.md §3) along the way.
+    /// (docs/CONTRACT.md §3) along the way.
     #[test]
     fn tidemark_never_below_reference_and_both_catch_up() {
         for n in [4, 16, 1000] {

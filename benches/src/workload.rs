@@ -1,4 +1,4 @@
-//! The DOMAIN.md §8 workload, deterministic.
+//! The docs/CONTRACT.md §8 workload, deterministic.
 //!
 //! Writers are drawn uniformly from `0..n`, [`WRITERS_PER_COMMIT`] distinct writers per commit,
 //! and each commit's writers report it flushed [`LAG`] commits later. A ring keeps the writer

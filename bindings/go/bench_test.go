@@ -62,7 +62,7 @@ func BenchmarkFlushed(b *testing.B) {
 			}
 		})
 	})
-	b.Run("pipeline", func(b *testing.B) { // DOMAIN.md §8 workload; commits amortised in
+	b.Run("pipeline", func(b *testing.B) { // docs/CONTRACT.md §8 workload; commits amortised in
 		tr, _ := NewTracker(TrackerOptions{})
 		defer tr.Close()
 		pipeline(b, tr.Register, tr.Commit, tr.Flushed)

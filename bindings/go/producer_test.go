@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// kafkaProducer is the async producer of DOMAIN.md story 2, built on BatchBuffer: Produce
+// kafkaProducer is the async producer of docs/CONTRACT.md §1 story 2, built on BatchBuffer: Produce
 // never blocks for long, one sink goroutine "sends" batches and acks them, Close stops the
 // buffer (drain, then hand back) and reports what was handed back.
 type kafkaProducer struct {

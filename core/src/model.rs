@@ -1,10 +1,10 @@
-//! Small sequential models beside the fast code (STYLE.md habit 10), for property tests,
-//! checkers and benchmarks.
+//! Small sequential models beside the fast code (docs/CONTRIBUTING.md habit 10), for property
+//! tests, checkers and benchmarks.
 //!
-//! - [`ExactModel`]: the contract of DOMAIN.md §3–§4 written the obvious way: every commit keeps
-//!   the set of writers that still owe it; the exact ack is the earliest commit with a non-empty
-//!   set, minus one. It also implements liveness and sweeps by scanning every writer, and issues
-//!   writer ids exactly like [`Tracker`](crate::Tracker), so results and errors compare 1:1.
+//! - [`ExactModel`]: the contract of docs/CONTRACT.md §3–§4 written the obvious way: every commit
+//!   keeps the set of writers that still owe it; the exact ack is the earliest commit with a
+//!   non-empty set, minus one. It also implements liveness and sweeps by scanning every writer, and
+//!   issues writer ids exactly like [`Tracker`](crate::Tracker), so results and errors compare 1:1.
 //! - [`ReferenceModel`]: Electric's FlushTracker algorithm (the "never below" baseline).
 //!
 //! Both are slow on purpose (O(commits) per call for the exact model) and single-threaded.
@@ -365,7 +365,7 @@ impl ExactModel {
     }
 }
 
-/// Electric's FlushTracker algorithm, as DOMAIN.md §3 describes it, in Rust (BTreeSet +
+/// Electric's FlushTracker algorithm, as docs/CONTRACT.md §3 describes it, in Rust (BTreeSet +
 /// HashMap), keyed by any writer handle. One documented deviation: a report *beyond*
 /// `last_sent` completes the writer (the original only completes on equality and would then
 /// ack offsets that were never committed, which no safe tracker can match).

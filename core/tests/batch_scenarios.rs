@@ -1,4 +1,4 @@
-//! Scenario tests of the batch buffer (DOMAIN.md §1 story 2, §5).
+//! Scenario tests of the batch buffer (docs/CONTRACT.md §1 story 2, §5).
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;

@@ -1,5 +1,5 @@
-//! STYLE.md habit 1, enforced: `core/src/sync/` is the only module of the core that names
-//! atomics, locks or loom. (clippy's `disallowed-types` cannot express this: it also fires on
+//! docs/CONTRIBUTING.md habit 1, enforced: `core/src/sync/` is the only module of the core that
+//! names atomics, locks or loom. (clippy's `disallowed-types` cannot express this: it also fires on
 //! the facade's own re-exports.)
 
 use std::path::Path;

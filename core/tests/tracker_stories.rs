@@ -1,4 +1,4 @@
-//! The stories of DOMAIN.md §1 and the scenarios, step by step.
+//! The stories of docs/CONTRACT.md §1 and the scenarios, step by step.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,8 @@ fn events(t: &Tracker) -> Vec<Event> {
 
 #[test]
 fn sparse_deliveries_are_exact() {
-    // DOMAIN.md §3: w flushed commit 5, still owes commit 1000, commits 6–999 went to others.
+    // docs/CONTRACT.md §3: w flushed commit 5, still owes commit 1000, commits 6–999 went to
+    // others.
     let t = Tracker::default();
     let w = t.register().unwrap();
     let other = t.register().unwrap();

@@ -1,6 +1,6 @@
 defmodule Tidemark.Bench.ReferenceTracker do
   @moduledoc """
-  Electric's FlushTracker algorithm (DOMAIN.md §3 "Reference algorithm") in pure Elixir:
+  Electric's FlushTracker algorithm (docs/CONTRACT.md §3 "Reference algorithm") in pure Elixir:
   a map writer → `{last_sent, flushed}` of pending writers plus a `:gb_trees` index ordered by
   `{flushed, writer}`. The baseline of `bench/tracker.exs`.
 

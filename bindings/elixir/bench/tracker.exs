@@ -1,4 +1,4 @@
-# The DOMAIN.md §8 workload through the NIF, next to the pure-Elixir reference algorithm
+# The docs/CONTRACT.md §8 workload through the NIF, next to the pure-Elixir reference algorithm
 # (bench/reference_tracker.ex), in the same run: writers drawn uniformly from N, 4 distinct
 # writers per commit, each commit's writers report it flushed 64 commits later. A writer-op is
 # one delivery plus its flush report.

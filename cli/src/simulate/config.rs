@@ -54,8 +54,8 @@ pub(crate) struct Config {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Bug {
     /// The sink acks a batch (and so reports it flushed to the tracker) when it *takes* it,
-    /// before storage completes: the parallel-consumer bug of DOMAIN.md §7 (acking the highest
-    /// *seen* offset). The observer must catch the ack passing an unflushed commit.
+    /// before storage completes: the parallel-consumer bug of docs/CONTRACT.md §7 (acking the
+    /// highest *seen* offset). The observer must catch the ack passing an unflushed commit.
     EarlyAck,
     /// Paused writers are never resumed at the tracker (and are not paused there either): the
     /// sweep must evict them, which the report must count as a bad eviction.

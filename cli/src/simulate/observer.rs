@@ -20,7 +20,7 @@
 //! The sampler reads the ack first, then the deliveries, proven marks and evictions: all of
 //! them only grow, so the bound computed afterwards is at least the bound at the moment the
 //! ack was read. The bound is `(first tx some live writer has not proven) − 1`, or the last
-//! tx when nothing is owed: DOMAIN.md §3's exact value, over durable facts.
+//! tx when nothing is owed: docs/CONTRACT.md §3's exact value, over durable facts.
 
 use std::collections::VecDeque;
 

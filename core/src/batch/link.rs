@@ -1,5 +1,5 @@
 //! The tracker link: acked batches report their offsets as `flushed` for one tracker writer, so a
-//! storage flush and the source acknowledgement are one pipeline (DOMAIN.md §5, last point).
+//! storage flush and the source acknowledgement are one pipeline (docs/CONTRACT.md §5, last point).
 use std::sync::Arc;
 
 use super::types::{FlushLink, LinkError};

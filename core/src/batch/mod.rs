@@ -1,5 +1,5 @@
 //! Batch buffers: many producers, one sink, size/bytes/linger triggers, bounded memory, and a
-//! shutdown that drains everything or hands it back (DOMAIN.md §5).
+//! shutdown that drains everything or hands it back (docs/CONTRACT.md §5).
 //!
 //! ```
 //! use std::time::Duration;
@@ -56,7 +56,7 @@ use sink::{Limits, Plan, Sink};
 use types::nanos;
 use word::{KICK, PRODUCER_WAITING, Phase, SLEEPING, Threshold, Word};
 
-/// The lifecycle state (DOMAIN.md §5).
+/// The lifecycle state (docs/CONTRACT.md §5).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
@@ -76,7 +76,7 @@ const MANUAL_CLOCK_SLICE: Duration = Duration::from_millis(2);
 /// parks in `next_batch`.
 const SPIN_ROUNDS: u32 = 12;
 
-/// A bounded, multi-producer, single-sink batch buffer (DOMAIN.md §5).
+/// A bounded, multi-producer, single-sink batch buffer (docs/CONTRACT.md §5).
 ///
 /// Share it by reference or in an `Arc`. Producers call [`try_push`](Self::try_push),
 /// [`push_timeout`](Self::push_timeout) or [`push_many`](Self::push_many) from any thread; one

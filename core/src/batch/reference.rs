@@ -1,7 +1,7 @@
 //! A small sequential reference model of [`BatchBuffer`](super::BatchBuffer)'s decisions
-//! (STYLE.md habit 10): property tests drive it and the real buffer with the same single-threaded
-//! operations and compare every answer. It tracks message ids and sizes, not payloads, and
-//! recomputes everything from plain vectors on every call: slow, and obviously so.
+//! (docs/CONTRIBUTING.md habit 10): property tests drive it and the real buffer with the same
+//! single-threaded operations and compare every answer. It tracks message ids and sizes, not
+//! payloads, and recomputes everything from plain vectors on every call: slow, and obviously so.
 //!
 //! The rules it states (and the buffer must match):
 //! - A message pushed between two sink looks (`poll`, `flush`, `poll_stop`) is stamped with the

@@ -39,7 +39,7 @@ pub(super) const KICK: u64 = 1 << 59;
 const PHASE_SHIFT: u32 = 62;
 const PHASE_MASK: u64 = 0b11 << PHASE_SHIFT;
 
-/// Lifecycle phase (DOMAIN.md §5: `Running → Draining(deadline) → Closed(report)`).
+/// Lifecycle phase (docs/CONTRACT.md §5: `Running → Draining(deadline) → Closed(report)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
     /// Admitting pushes.

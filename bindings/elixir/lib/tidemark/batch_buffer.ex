@@ -1,8 +1,8 @@
 defmodule Tidemark.BatchBuffer do
   @moduledoc """
-  A batch buffer (DOMAIN.md §5): many producers push messages, one sink takes batches by count,
-  bytes or linger (age of the batch's first message), and `stop/2` closes admission, drains, and
-  hands back — in order — everything the sink did not acknowledge by the deadline.
+  A batch buffer (docs/CONTRACT.md §5): many producers push messages, one sink takes batches by
+  count, bytes or linger (age of the batch's first message), and `stop/2` closes admission, drains,
+  and hands back — in order — everything the sink did not acknowledge by the deadline.
 
   Messages are binaries, or `{binary, offset}` with `offset = {tx, op}` (or `nil`).
 

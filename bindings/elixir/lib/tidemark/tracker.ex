@@ -1,6 +1,6 @@
 defmodule Tidemark.Tracker do
   @moduledoc """
-  An exact flush-offset tracker (DOMAIN.md §3) with kill-proof liveness (§4).
+  An exact flush-offset tracker (docs/CONTRACT.md §3) with kill-proof liveness (§4).
 
   A collector commits each transaction with the writers it was delivered to; writers report what
   they flushed; `ack/1` is the position the source may be acknowledged up to. Writers are
