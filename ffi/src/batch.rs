@@ -336,7 +336,7 @@ pub unsafe extern "C" fn tidemark_batch_buffer_poll_batch(
                     .write(d.map_or(u64::MAX, |d| d.as_micros().min(u64::MAX as u128 - 1) as u64));
                 Err(tidemark_status::WouldBlock)
             }
-            _ => Err(tidemark_status::Closed),
+            Poll::Closed => Err(tidemark_status::Closed),
         }
     })
 }
@@ -362,7 +362,7 @@ pub unsafe extern "C" fn tidemark_batch_buffer_next_batch(
                 Ok(())
             }
             Err(TakeError::Timeout) => Err(tidemark_status::Timeout),
-            Err(_) => Err(tidemark_status::Closed),
+            Err(TakeError::Closed) => Err(tidemark_status::Closed),
         }
     })
 }
@@ -410,7 +410,7 @@ pub unsafe extern "C" fn tidemark_batch_buffer_nack(
 fn ack_status(e: AckError) -> tidemark_status {
     match e {
         AckError::NotInFlight(_) => tidemark_status::NotInFlight,
-        _ => tidemark_status::LinkFailed,
+        AckError::Link(_) => tidemark_status::LinkFailed,
     }
 }
 
@@ -431,7 +431,7 @@ pub unsafe extern "C" fn tidemark_batch_buffer_flush(
         let b = unsafe { self::buffer(buffer)? };
         b.flush(deadline(b, timeout_ms)).map_err(|e| match e {
             FlushError::Timeout => tidemark_status::Timeout,
-            _ => tidemark_status::Closed,
+            FlushError::Closed => tidemark_status::Closed,
         })
     })
 }

@@ -93,7 +93,7 @@ pub unsafe extern "C" fn tidemark_tracker_new(
             stall_grace_ms: options.stall_grace_ms,
             event_capacity: options.event_capacity,
         };
-        let tracker = Tracker::new(o).map_err(|e| tracker_status(&e))?;
+        let tracker = Tracker::new(o).map_err(tidemark_status::from)?;
         out.write(cast::into_raw(Arc::new(tracker)));
         Ok(())
     })
@@ -132,7 +132,7 @@ pub unsafe extern "C" fn tidemark_tracker_register(
     boundary!({
         // SAFETY: C contract on both pointers.
         let (t, out) = unsafe { (self::tracker(tracker)?, cast::out(out)?) };
-        let w = t.register().map_err(|e| tracker_status(&e))?;
+        let w = t.register().map_err(tidemark_status::from)?;
         out.write(w.to_raw());
         Ok(())
     })
@@ -171,7 +171,7 @@ pub unsafe extern "C" fn tidemark_tracker_writer_status(
         let (t, out) = unsafe { (self::tracker(tracker)?, cast::out(out)?) };
         let s = t
             .writer_status(WriterId::from_raw(writer))
-            .map_err(|e| tracker_status(&e))?;
+            .map_err(tidemark_status::from)?;
         out.write(match s {
             WriterStatus::Idle => tidemark_writer_status {
                 state: tidemark_writer_state::Idle,

@@ -351,7 +351,7 @@ impl From<Trigger> for tidemark_trigger {
             Trigger::Bytes => tidemark_trigger::Bytes,
             Trigger::Linger => tidemark_trigger::Linger,
             Trigger::Flush => tidemark_trigger::Flush,
-            _ => tidemark_trigger::Stop,
+            Trigger::Stop => tidemark_trigger::Stop,
         }
     }
 }
@@ -451,7 +451,13 @@ pub(crate) fn tracker_status(e: &TrackerError) -> tidemark_status {
         TrackerError::EvictedWriter(_) => tidemark_status::EvictedWriter,
         TrackerError::CapacityExceeded { .. } => tidemark_status::Capacity,
         TrackerError::OutOfMemory { .. } => tidemark_status::OutOfMemory,
-        _ => tidemark_status::InvalidArgument,
+        TrackerError::InvalidArgument(_) => tidemark_status::InvalidArgument,
+    }
+}
+
+impl From<TrackerError> for tidemark_status {
+    fn from(e: TrackerError) -> tidemark_status {
+        tracker_status(&e)
     }
 }
 
@@ -461,6 +467,6 @@ pub(crate) fn refusal_status(r: PushRefusal) -> tidemark_status {
         PushRefusal::Full => tidemark_status::Full,
         PushRefusal::Stopping => tidemark_status::Stopping,
         PushRefusal::Closed => tidemark_status::Closed,
-        _ => tidemark_status::TooLarge,
+        PushRefusal::TooLarge => tidemark_status::TooLarge,
     }
 }

@@ -800,7 +800,6 @@ impl<'a> Worker<'a> {
                 self.open -= 1;
             }
             Poll::Closed => {}
-            _ => {}
         }
     }
 

@@ -65,7 +65,6 @@ impl fmt::Display for BatchId {
 
 /// Why a batch was emitted. Checked in the order Count, Bytes, Stop, Linger, Flush: the first
 /// that holds is reported.
-#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Trigger {
     /// It reached `max_messages`.
@@ -345,7 +344,6 @@ impl fmt::Display for ConfigError {
 impl Error for ConfigError {}
 
 /// Why a push was refused.
-#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PushRefusal {
     /// Accepting it would exceed `capacity_messages` or `capacity_bytes` (retry later).
@@ -401,7 +399,6 @@ impl fmt::Display for PushManyError {
 impl Error for PushManyError {}
 
 /// What the sink can be told by [`BatchBuffer::poll_batch`](super::BatchBuffer::poll_batch).
-#[non_exhaustive]
 #[derive(Debug)]
 pub enum Poll {
     /// A batch to deliver.
@@ -415,7 +412,6 @@ pub enum Poll {
 }
 
 /// Why [`BatchBuffer::next_batch`](super::BatchBuffer::next_batch) returned no batch.
-#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TakeError {
     /// No batch became ready within the timeout.
@@ -436,7 +432,6 @@ impl fmt::Display for TakeError {
 impl Error for TakeError {}
 
 /// An `ack` or `nack` that did not apply as asked.
-#[non_exhaustive]
 #[derive(Debug)]
 pub enum AckError {
     /// The batch is not in flight here: it belongs to another buffer, or the stop deadline
@@ -460,7 +455,6 @@ impl fmt::Display for AckError {
 impl Error for AckError {}
 
 /// Why a [`BatchBuffer::flush`](super::BatchBuffer::flush) did not complete.
-#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FlushError {
     /// The deadline passed before every message buffered at the call was acked or failed.

@@ -82,7 +82,6 @@ impl Default for TrackerOptions {
 
 /// Why a call was rejected. A rejected call changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum TrackerError {
     /// A commit's `tx` did not exceed the previous commit's (or the initial ack).
     OffsetRegressed {
