@@ -8,6 +8,7 @@ import "C"
 import (
 	"context"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,8 @@ const (
 	TriggerStop   Trigger = C.TIDEMARK_TRIGGER_STOP
 )
 
+// String is the trigger's name ("count", "bytes", "linger", "flush", "stop"), or "Trigger(n)"
+// for a value the ABI does not define.
 func (t Trigger) String() string {
 	switch t {
 	case TriggerCount:
@@ -45,7 +48,7 @@ func (t Trigger) String() string {
 	case TriggerStop:
 		return "stop"
 	}
-	return "unknown"
+	return "Trigger(" + strconv.FormatUint(uint64(t), 10) + ")"
 }
 
 // BatchConfig configures NewBatchBuffer. Zero fields take the library defaults: 512 messages

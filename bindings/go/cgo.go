@@ -49,7 +49,8 @@ func Version() string {
 }
 
 // MonotonicMs returns the library's monotonic clock in milliseconds: the clock the batch
-// buffers use and the binding passes as now_ms to every tracker call.
+// buffers use and the binding passes as now_ms to every tracker call (unless the tracker was
+// made with TrackerOptions.Now).
 func MonotonicMs() uint64 {
 	return uint64(C.tidemark_monotonic_ms())
 }

@@ -3,10 +3,23 @@ package tidemark
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Status is a raw tidemark_status value (stable numbers from include/tidemark.h).
 type Status uint32
+
+// prefix starts every error text of the package, once: errors that wrap another tidemark
+// error (ItemError, PushError, PushManyError) quote the inner text without it.
+const prefix = "tidemark: "
+
+// innerText is err's text without the package prefix, for quoting inside another error.
+func innerText(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return strings.TrimPrefix(err.Error(), prefix)
+}
 
 // The status values of include/tidemark.h.
 const (
@@ -40,13 +53,17 @@ type Error struct {
 	parent *Error // a binding-level error Is its parent too (ErrEmptyBatch Is ErrInvalidArgument)
 }
 
-func (e *Error) Error() string { return "tidemark: " + e.msg }
+func (e *Error) Error() string { return prefix + e.msg }
 
 // Status returns the C status this error stands for.
 func (e *Error) Status() Status { return e.status }
 
-// Is reports whether target is this error's parent sentinel (identity covers the rest).
+// Is reports whether target is this error's parent sentinel, or ErrNotAccepting for
+// ErrStopping and ErrClosed (identity covers the rest).
 func (e *Error) Is(target error) bool {
+	if target == ErrNotAccepting {
+		return e == ErrStopping || e == ErrClosed
+	}
 	return e.parent != nil && target == error(e.parent)
 }
 
@@ -87,8 +104,14 @@ var (
 	ErrNilBatch = &Error{status: StatusNullArgument, msg: "nil batch", parent: ErrNullArgument}
 	// ErrNotStopped: Close found a buffer that was never stopped; it stopped it with no grace
 	// and the error (a *NotStoppedError) carries the report with the handed-back messages.
-	ErrNotStopped = errors.New("tidemark: batch buffer closed without Stop")
+	ErrNotStopped = errors.New(prefix + "batch buffer closed without Stop")
 )
+
+// ErrNotAccepting matches, with errors.Is, both refusals that mean "this handle takes no
+// more": ErrStopping (admission closed, the buffer is draining) and ErrClosed (stopped, or the
+// handle was closed). A producer that only needs to know whether to stop offering checks it
+// alone; ErrStopping and ErrClosed still match on their own. No call returns it itself.
+var ErrNotAccepting = errors.New(prefix + "not accepting (stopping or closed)")
 
 // statusErr maps a C status to its sentinel: the one place where that mapping lives.
 func statusErr(s Status) error {
@@ -134,15 +157,25 @@ func statusErr(s Status) error {
 	case StatusOutOfMemory:
 		return ErrOutOfMemory
 	default:
-		return &Error{status: s, msg: fmt.Sprintf("unknown status %d (%s)", uint32(s), statusMessage(s))}
+		return &Error{status: s, msg: unknownStatus(s)}
 	}
 }
+
+// unknownStatus names a status this binding does not know (the C library's description of
+// one is only "unknown status", so the number is the information).
+func unknownStatus(s Status) string { return fmt.Sprintf("unknown status %d", uint32(s)) }
 
 // Err returns the sentinel error for s (nil for StatusOK).
 func (s Status) Err() error { return statusErr(s) }
 
-// String is the C library's description of the status.
-func (s Status) String() string { return statusMessage(s) }
+// String is the C library's description of the status ("batch buffer is full"), or
+// "unknown status n" for a number the library does not define.
+func (s Status) String() string {
+	if s > StatusOutOfMemory {
+		return unknownStatus(s)
+	}
+	return statusMessage(s)
+}
 
 // ItemError reports the first failed item of a batch call (FlushedMany without a statuses
 // slice). It unwraps to that item's sentinel.
@@ -153,7 +186,7 @@ type ItemError struct {
 }
 
 func (e *ItemError) Error() string {
-	return fmt.Sprintf("tidemark: %d item(s) failed; first at index %d: %v", e.Failed, e.Index, e.Err)
+	return fmt.Sprintf("%s%d item(s) failed; first at index %d: %s", prefix, e.Failed, e.Index, innerText(e.Err))
 }
 
 func (e *ItemError) Unwrap() error { return e.Err }
@@ -164,7 +197,7 @@ type PushError struct {
 	Err     error // ErrFull, ErrStopping, ErrClosed, ErrTooLarge, ...
 }
 
-func (e *PushError) Error() string { return "tidemark: push refused: " + e.Err.Error() }
+func (e *PushError) Error() string { return prefix + "push refused: " + innerText(e.Err) }
 
 func (e *PushError) Unwrap() error { return e.Err }
 
@@ -177,7 +210,7 @@ type PushManyError struct {
 }
 
 func (e *PushManyError) Error() string {
-	return fmt.Sprintf("tidemark: push refused after %d message(s), %d handed back: %v", e.Accepted, len(e.Rest), e.Err)
+	return fmt.Sprintf("%spush refused after %d message(s), %d handed back: %s", prefix, e.Accepted, len(e.Rest), innerText(e.Err))
 }
 
 func (e *PushManyError) Unwrap() error { return e.Err }
@@ -189,7 +222,7 @@ type NotStoppedError struct {
 }
 
 func (e *NotStoppedError) Error() string {
-	return fmt.Sprintf("tidemark: batch buffer closed without Stop; %d message(s) handed back in the report", len(e.Report.HandedBack))
+	return fmt.Sprintf("%sbatch buffer closed without Stop; %d message(s) handed back in the report", prefix, len(e.Report.HandedBack))
 }
 
 func (e *NotStoppedError) Is(target error) bool { return target == ErrNotStopped }

@@ -4,9 +4,9 @@
  * that holds Go pointers (e.g. an array of tidemark_message whose `data` points into Go slices).
  * So these helpers take pointer-free Go arrays (payload bytes packed into one []byte, plus a
  * descriptor array) or plain values, build the tidemark structs on the C stack (or in malloc'd
- * memory for large calls, freed before returning), read tidemark_monotonic_ms() on the C side,
- * and make the tidemark call: one crossing per Go call. Nothing here keeps a pointer past the
- * call. */
+ * memory for large calls, freed before returning), read tidemark_monotonic_ms() on the C side
+ * (unless the tracker has an injected clock: see TM_LIBRARY_CLOCK), and make the tidemark call:
+ * one crossing per Go call. Nothing here keeps a pointer past the call. */
 #ifndef TIDEMARK_GO_SHIM_H
 #define TIDEMARK_GO_SHIM_H
 
@@ -25,6 +25,14 @@ typedef struct tm_msg_desc {
 } tm_msg_desc;
 
 #define TM_STACK_MSGS 256
+
+/* The `now` argument of the tracker helpers: TM_LIBRARY_CLOCK reads tidemark_monotonic_ms() here
+ * (no extra crossing); any other value is the caller's clock (TrackerOptions.Now in Go). */
+#define TM_LIBRARY_CLOCK UINT64_MAX
+
+static inline uint64_t tm_now(uint64_t now) {
+  return now == TM_LIBRARY_CLOCK ? tidemark_monotonic_ms() : now;
+}
 
 /* Results returned by value. cgo makes every Go pointer passed to C escape, so an out-parameter
  * on the Go stack (`var a C.uint64_t; f(&a)`) becomes a heap allocation per call; the helpers
@@ -101,32 +109,31 @@ static inline void tm_noop(void) {}
 static inline tidemark_status tm_commit_small(const tidemark_tracker *t, uint64_t tx, uint64_t op,
                                               size_t n, uint64_t w0, uint64_t w1, uint64_t w2,
                                               uint64_t w3, uint64_t w4, uint64_t w5, uint64_t w6,
-                                              uint64_t w7) {
+                                              uint64_t w7, uint64_t now) {
   tidemark_writer_id ws[8] = {w0, w1, w2, w3, w4, w5, w6, w7};
   tidemark_offset o = {tx, op};
-  return tidemark_tracker_commit(t, o, n ? ws : NULL, n, tidemark_monotonic_ms());
+  return tidemark_tracker_commit(t, o, n ? ws : NULL, n, tm_now(now));
 }
 
 static inline tidemark_status tm_commit(const tidemark_tracker *t, uint64_t tx, uint64_t op,
-                                        const tidemark_writer_id *ws, size_t n) {
+                                        const tidemark_writer_id *ws, size_t n, uint64_t now) {
   tidemark_offset o = {tx, op};
-  return tidemark_tracker_commit(t, o, ws, n, tidemark_monotonic_ms());
+  return tidemark_tracker_commit(t, o, ws, n, tm_now(now));
 }
 
 static inline tidemark_status tm_flushed(const tidemark_tracker *t, tidemark_writer_id w,
-                                         uint64_t tx, uint64_t op) {
+                                         uint64_t tx, uint64_t op, uint64_t now) {
   tidemark_offset o = {tx, op};
-  return tidemark_tracker_flushed(t, w, o, tidemark_monotonic_ms());
+  return tidemark_tracker_flushed(t, w, o, tm_now(now));
 }
 
 /* flushed_many with the caller's statuses array. */
 static inline tm_many_result tm_flushed_many(const tidemark_tracker *t,
                                              const tidemark_writer_id *ws,
                                              const tidemark_offset *os, size_t n,
-                                             tidemark_status *statuses) {
+                                             tidemark_status *statuses, uint64_t now) {
   tm_many_result r = {0, SIZE_MAX, TIDEMARK_STATUS_OK, TIDEMARK_STATUS_OK};
-  r.status =
-      tidemark_tracker_flushed_many(t, ws, os, n, tidemark_monotonic_ms(), statuses, &r.failed);
+  r.status = tidemark_tracker_flushed_many(t, ws, os, n, tm_now(now), statuses, &r.failed);
   return r;
 }
 
@@ -134,10 +141,11 @@ static inline tm_many_result tm_flushed_many(const tidemark_tracker *t,
  * chunk; reports the failure count and the first failure (index SIZE_MAX when none). */
 static inline tm_many_result tm_flushed_many_first(const tidemark_tracker *t,
                                                    const tidemark_writer_id *ws,
-                                                   const tidemark_offset *os, size_t n) {
+                                                   const tidemark_offset *os, size_t n,
+                                                   uint64_t now_in) {
   tidemark_status st[TM_STACK_MSGS];
   tm_many_result r = {0, SIZE_MAX, TIDEMARK_STATUS_OK, TIDEMARK_STATUS_OK};
-  uint64_t now = tidemark_monotonic_ms();
+  uint64_t now = tm_now(now_in);
   for (size_t i = 0; i < n; i += TM_STACK_MSGS) {
     size_t k = n - i < TM_STACK_MSGS ? n - i : TM_STACK_MSGS;
     size_t f = 0;
@@ -160,32 +168,47 @@ static inline tm_many_result tm_flushed_many_first(const tidemark_tracker *t,
   return r;
 }
 
-static inline tidemark_status tm_simple(const tidemark_tracker *t, int op, tidemark_writer_id w) {
-  switch (op) {
-    case 0: return tidemark_tracker_remove(t, w);
-    case 1: return tidemark_tracker_touch(t, w, tidemark_monotonic_ms());
-    case 2: return tidemark_tracker_pause(t, w);
-    case 3: return tidemark_tracker_resume(t, w, tidemark_monotonic_ms());
-    case 4: return tidemark_tracker_unregister(t, w);
-    default: return TIDEMARK_STATUS_INVALID_ARGUMENT;
-  }
+/* One helper per writer call (remove and unregister take no clock). */
+static inline tidemark_status tm_remove(const tidemark_tracker *t, tidemark_writer_id w) {
+  return tidemark_tracker_remove(t, w);
+}
+
+static inline tidemark_status tm_touch(const tidemark_tracker *t, tidemark_writer_id w,
+                                       uint64_t now) {
+  return tidemark_tracker_touch(t, w, tm_now(now));
+}
+
+static inline tidemark_status tm_pause(const tidemark_tracker *t, tidemark_writer_id w) {
+  return tidemark_tracker_pause(t, w);
+}
+
+static inline tidemark_status tm_resume(const tidemark_tracker *t, tidemark_writer_id w,
+                                        uint64_t now) {
+  return tidemark_tracker_resume(t, w, tm_now(now));
+}
+
+static inline tidemark_status tm_unregister(const tidemark_tracker *t, tidemark_writer_id w) {
+  return tidemark_tracker_unregister(t, w);
 }
 
 static inline tidemark_status tm_down(const tidemark_tracker *t, tidemark_writer_id w,
-                                      uint32_t cls) {
-  return tidemark_tracker_down(t, w, cls, tidemark_monotonic_ms());
+                                      uint32_t cls, uint64_t now) {
+  return tidemark_tracker_down(t, w, cls, tm_now(now));
 }
 
-static inline tidemark_status tm_sweep(const tidemark_tracker *t, tidemark_sweep_outcome *out) {
-  return tidemark_tracker_sweep(t, tidemark_monotonic_ms(), out);
+static inline tidemark_status tm_sweep(const tidemark_tracker *t, uint64_t now,
+                                       tidemark_sweep_outcome *out) {
+  return tidemark_tracker_sweep(t, tm_now(now), out);
 }
 
-static inline tidemark_status tm_pinning(const tidemark_tracker *t, tidemark_pinning *out) {
-  return tidemark_tracker_pinning(t, tidemark_monotonic_ms(), out);
+static inline tidemark_status tm_pinning(const tidemark_tracker *t, uint64_t now,
+                                         tidemark_pinning *out) {
+  return tidemark_tracker_pinning(t, tm_now(now), out);
 }
 
-static inline tidemark_status tm_stats(const tidemark_tracker *t, tidemark_tracker_counters *out) {
-  return tidemark_tracker_stats(t, tidemark_monotonic_ms(), out);
+static inline tidemark_status tm_stats(const tidemark_tracker *t, uint64_t now,
+                                       tidemark_tracker_counters *out) {
+  return tidemark_tracker_stats(t, tm_now(now), out);
 }
 
 static inline tidemark_status tm_try_push(const tidemark_batch_buffer *b, const uint8_t *data,

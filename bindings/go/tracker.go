@@ -8,6 +8,7 @@ import "C"
 import (
 	"context"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -40,6 +41,20 @@ const (
 	DownTeardown DownClass = C.TIDEMARK_DOWN_CLASS_TEARDOWN
 )
 
+// String is the class's name ("crash", "cleanup", "teardown"), or "DownClass(n)" for a value
+// the ABI does not define.
+func (c DownClass) String() string {
+	switch c {
+	case DownCrash:
+		return "crash"
+	case DownCleanup:
+		return "cleanup"
+	case DownTeardown:
+		return "teardown"
+	}
+	return "DownClass(" + strconv.FormatUint(uint64(c), 10) + ")"
+}
+
 // EventKind is what an Event reports.
 type EventKind uint32
 
@@ -49,6 +64,8 @@ const (
 	EventRemoved    EventKind = C.TIDEMARK_EVENT_KIND_REMOVED    // by Down(w, DownCleanup)
 )
 
+// String is the kind's name ("challenged", "evicted", "removed"), or "EventKind(n)" for a
+// value the ABI does not define.
 func (k EventKind) String() string {
 	switch k {
 	case EventChallenged:
@@ -58,7 +75,7 @@ func (k EventKind) String() string {
 	case EventRemoved:
 		return "removed"
 	}
-	return "unknown"
+	return "EventKind(" + strconv.FormatUint(uint64(k), 10) + ")"
 }
 
 // EvictReason says why a writer was evicted.
@@ -71,6 +88,8 @@ const (
 	EvictStalled  EvictReason = C.TIDEMARK_EVICT_REASON_STALLED
 )
 
+// String is the reason's name ("none", "crashed", "orphaned", "stalled"), or "EvictReason(n)"
+// for a value the ABI does not define.
 func (r EvictReason) String() string {
 	switch r {
 	case EvictNone:
@@ -82,7 +101,7 @@ func (r EvictReason) String() string {
 	case EvictStalled:
 		return "stalled"
 	}
-	return "unknown"
+	return "EvictReason(" + strconv.FormatUint(uint64(r), 10) + ")"
 }
 
 // Event is a staleness event. Same layout as tidemark_event (checked in cgo.go), so
@@ -102,6 +121,20 @@ const (
 	WriterEvicted WriterState = C.TIDEMARK_WRITER_STATE_EVICTED
 )
 
+// String is the state's name ("idle", "pending", "evicted"), or "WriterState(n)" for a value
+// the ABI does not define.
+func (s WriterState) String() string {
+	switch s {
+	case WriterIdle:
+		return "idle"
+	case WriterPending:
+		return "pending"
+	case WriterEvicted:
+		return "evicted"
+	}
+	return "WriterState(" + strconv.FormatUint(uint64(s), 10) + ")"
+}
+
 // TrackerOptions configures NewTracker. The zero value means the library defaults: no
 // initial ack, no slots allocated up front, at most 2³²−1 writers, a 60 s grace period,
 // 65 536 queued events.
@@ -118,6 +151,14 @@ type TrackerOptions struct {
 	StallGrace time.Duration
 	// EventCapacity: undelivered events kept (0: the default); evictions are never dropped.
 	EventCapacity int
+	// Now, when set, is the clock the tracker's calls pass as now_ms (milliseconds, never
+	// decreasing) instead of MonotonicMs: tests drive staleness with it (advance a fake clock
+	// past StallGrace, then Sweep) without sleeping. It is called from the goroutine making
+	// each call, so it must be safe for concurrent use, and must not block. It covers this
+	// wrapper's calls only: a BatchBuffer linked to the tracker reports with MonotonicMs, so a
+	// fake clock used with a link should start at MonotonicMs() and only move forward.
+	// math.MaxUint64 is read as math.MaxUint64-1 (the shim reserves it).
+	Now func() uint64
 }
 
 // Tracker is a flush tracker: one goroutine commits, any number report flushes, remove,
@@ -136,6 +177,20 @@ type TrackerOptions struct {
 type Tracker struct {
 	mu  sync.RWMutex
 	ptr *C.tidemark_tracker // nil after Close
+	now func() uint64       // TrackerOptions.Now; nil: the library clock, read on the C side
+}
+
+// clock is the now_ms argument for the shim's tracker helpers: C.TM_LIBRARY_CLOCK (the shim
+// reads tidemark_monotonic_ms itself, no extra crossing) unless TrackerOptions.Now is set.
+func (t *Tracker) clock() C.uint64_t {
+	if t == nil || t.now == nil {
+		return C.TM_LIBRARY_CLOCK
+	}
+	v := t.now()
+	if v == uint64(C.TM_LIBRARY_CLOCK) {
+		v--
+	}
+	return C.uint64_t(v)
 }
 
 // NewTracker creates a tracker.
@@ -167,7 +222,7 @@ func NewTracker(opts TrackerOptions) (*Tracker, error) {
 	if err := statusErr(Status(C.tidemark_tracker_new(&o, &p))); err != nil {
 		return nil, err
 	}
-	t := &Tracker{ptr: p}
+	t := &Tracker{ptr: p, now: opts.Now}
 	// Backstop only: Close is the way to release a tracker.
 	runtime.SetFinalizer(t, (*Tracker).finalize)
 	return t, nil
@@ -232,42 +287,75 @@ func (t *Tracker) Register() (WriterID, error) {
 
 // Unregister releases a writer's slot (pending or evicted included: what it owed stops
 // pinning). The id becomes stale: later calls with it return ErrUnknownWriter.
-func (t *Tracker) Unregister(w WriterID) error { return t.simple(4, w) }
+func (t *Tracker) Unregister(w WriterID) error {
+	p, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	s := Status(C.tm_unregister(p, C.tidemark_writer_id(w)))
+	t.release()
+	return statusErr(s)
+}
 
 // Remove removes a writer on purpose: what it owes stops pinning the ack. The id stays
 // registered. No event is queued (the caller knows; the C header claims a REMOVED event, but
 // the library queues one only for Down(w, DownCleanup)), so a removal that other parts of the
 // host must hear about should go through Down(w, DownCleanup).
-func (t *Tracker) Remove(w WriterID) error { return t.simple(0, w) }
-
-// Touch answers a challenge: the writer is alive and deferring on purpose; its grace period
-// restarts now.
-func (t *Tracker) Touch(w WriterID) error { return t.simple(1, w) }
-
-// Pause holds a writer back on purpose (backpressure): sweeps neither challenge nor evict it
-// until Resume. It still pins the ack.
-func (t *Tracker) Pause(w WriterID) error { return t.simple(2, w) }
-
-// Resume resumes a paused writer; its grace period restarts now.
-func (t *Tracker) Resume(w WriterID) error { return t.simple(3, w) }
-
-func (t *Tracker) simple(op C.int, w WriterID) error {
+func (t *Tracker) Remove(w WriterID) error {
 	p, err := t.acquire()
 	if err != nil {
 		return err
 	}
-	s := Status(C.tm_simple(p, op, C.tidemark_writer_id(w)))
+	s := Status(C.tm_remove(p, C.tidemark_writer_id(w)))
+	t.release()
+	return statusErr(s)
+}
+
+// Touch answers a challenge: the writer is alive and deferring on purpose; its grace period
+// restarts now.
+func (t *Tracker) Touch(w WriterID) error {
+	now := t.clock()
+	p, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	s := Status(C.tm_touch(p, C.tidemark_writer_id(w), now))
+	t.release()
+	return statusErr(s)
+}
+
+// Pause holds a writer back on purpose (backpressure): sweeps neither challenge nor evict it
+// until Resume. It still pins the ack.
+func (t *Tracker) Pause(w WriterID) error {
+	p, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	s := Status(C.tm_pause(p, C.tidemark_writer_id(w)))
+	t.release()
+	return statusErr(s)
+}
+
+// Resume resumes a paused writer; its grace period restarts now.
+func (t *Tracker) Resume(w WriterID) error {
+	now := t.clock()
+	p, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	s := Status(C.tm_resume(p, C.tidemark_writer_id(w), now))
 	t.release()
 	return statusErr(s)
 }
 
 // Down tells the tracker a writer is gone; see DownClass.
 func (t *Tracker) Down(w WriterID, class DownClass) error {
+	now := t.clock()
 	p, err := t.acquire()
 	if err != nil {
 		return err
 	}
-	s := Status(C.tm_down(p, C.tidemark_writer_id(w), C.uint32_t(class)))
+	s := Status(C.tm_down(p, C.tidemark_writer_id(w), C.uint32_t(class), now))
 	t.release()
 	return statusErr(s)
 }
@@ -292,6 +380,7 @@ func (t *Tracker) WriterState(w WriterID) (WriterState, EvictReason, error) {
 // registered (ErrUnknownWriter) and not evicted (ErrEvicted). A refused commit changes
 // nothing. Commit from one goroutine: commits are serialised, not ordered.
 func (t *Tracker) Commit(offset Offset, writers ...WriterID) error {
+	now := t.clock()
 	p, err := t.acquire()
 	if err != nil {
 		return err
@@ -305,12 +394,12 @@ func (t *Tracker) Commit(offset Offset, writers ...WriterID) error {
 			w[i] = C.uint64_t(x)
 		}
 		s = Status(C.tm_commit_small(p, C.uint64_t(offset.Tx), C.uint64_t(offset.Op), C.size_t(n),
-			w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]))
+			w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], now))
 	} else {
 		ws := make([]WriterID, n) // a private copy: pointer-free Go memory, passed for the call only
 		copy(ws, writers)
 		s = Status(C.tm_commit(p, C.uint64_t(offset.Tx), C.uint64_t(offset.Op),
-			(*C.tidemark_writer_id)(unsafe.Pointer(&ws[0])), C.size_t(n)))
+			(*C.tidemark_writer_id)(unsafe.Pointer(&ws[0])), C.size_t(n), now))
 		runtime.KeepAlive(ws)
 	}
 	t.release()
@@ -323,11 +412,12 @@ func (t *Tracker) Commit(offset Offset, writers ...WriterID) error {
 // nothing (late reports are normal). An evicted writer gets ErrEvicted, a stale id
 // ErrUnknownWriter.
 func (t *Tracker) Flushed(w WriterID, offset Offset) error {
+	now := t.clock()
 	p, err := t.acquire()
 	if err != nil {
 		return err
 	}
-	s := Status(C.tm_flushed(p, C.tidemark_writer_id(w), C.uint64_t(offset.Tx), C.uint64_t(offset.Op)))
+	s := Status(C.tm_flushed(p, C.tidemark_writer_id(w), C.uint64_t(offset.Tx), C.uint64_t(offset.Op), now))
 	t.release()
 	if s != StatusOK {
 		return statusErr(s)
@@ -352,6 +442,7 @@ func (t *Tracker) FlushedMany(writers []WriterID, offsets []Offset, statuses []S
 	if len(offsets) != n || (statuses != nil && len(statuses) < n) {
 		return 0, ErrLengthMismatch
 	}
+	now := t.clock()
 	p, err := t.acquire()
 	if err != nil {
 		return 0, err
@@ -363,11 +454,11 @@ func (t *Tracker) FlushedMany(writers []WriterID, offsets []Offset, statuses []S
 	wp := (*C.tidemark_writer_id)(unsafe.Pointer(&writers[0]))
 	op := (*C.tidemark_offset)(unsafe.Pointer(&offsets[0]))
 	if statuses != nil {
-		r = C.tm_flushed_many(p, wp, op, C.size_t(n), (*C.tidemark_status)(unsafe.Pointer(&statuses[0])))
+		r = C.tm_flushed_many(p, wp, op, C.size_t(n), (*C.tidemark_status)(unsafe.Pointer(&statuses[0])), now)
 		t.release()
 		runtime.KeepAlive(statuses)
 	} else {
-		r = C.tm_flushed_many_first(p, wp, op, C.size_t(n))
+		r = C.tm_flushed_many_first(p, wp, op, C.size_t(n), now)
 		t.release()
 		if Status(r.status) == StatusOK && r.failed > 0 {
 			err = &ItemError{Index: int(r.first_idx), Failed: int(r.failed), Err: statusErr(Status(r.first_status))}
@@ -474,12 +565,13 @@ type Pinning struct {
 
 // Pinning returns the writer holding the ack back; ok is false when nothing is pending.
 func (t *Tracker) Pinning() (p Pinning, ok bool, err error) {
+	now := t.clock()
 	h, err := t.acquire()
 	if err != nil {
 		return Pinning{}, false, err
 	}
 	var out C.tidemark_pinning
-	s := Status(C.tm_pinning(h, &out))
+	s := Status(C.tm_pinning(h, now, &out))
 	t.release()
 	switch s {
 	case StatusOK:
@@ -524,12 +616,13 @@ type TrackerStats struct {
 
 // Stats returns a snapshot of the counters (takes a lock briefly: for metrics, not per flush).
 func (t *Tracker) Stats() (TrackerStats, error) {
+	now := t.clock()
 	p, err := t.acquire()
 	if err != nil {
 		return TrackerStats{}, err
 	}
 	var c C.tidemark_tracker_counters
-	s := Status(C.tm_stats(p, &c))
+	s := Status(C.tm_stats(p, now, &c))
 	t.release()
 	if s != StatusOK {
 		return TrackerStats{}, statusErr(s)
@@ -660,12 +753,13 @@ type SweepOutcome struct {
 // grace period, evicts those challenged earlier that still made none, and evicts orphans past
 // the grace period. Events are queued for TakeEvents.
 func (t *Tracker) Sweep() (SweepOutcome, error) {
+	now := t.clock()
 	p, err := t.acquire()
 	if err != nil {
 		return SweepOutcome{}, err
 	}
 	var out C.tidemark_sweep_outcome
-	s := Status(C.tm_sweep(p, &out))
+	s := Status(C.tm_sweep(p, now, &out))
 	t.release()
 	if s != StatusOK {
 		return SweepOutcome{}, statusErr(s)
@@ -777,7 +871,7 @@ func sliceFor(ctx context.Context) uint64 {
 // flushedUnguarded is Flushed without the handle guard: only for BenchmarkFlushedUnguarded,
 // which measures what the guard costs. Not safe against a concurrent Close.
 func (t *Tracker) flushedUnguarded(w WriterID, offset Offset) Status {
-	s := Status(C.tm_flushed(t.ptr, C.tidemark_writer_id(w), C.uint64_t(offset.Tx), C.uint64_t(offset.Op)))
+	s := Status(C.tm_flushed(t.ptr, C.tidemark_writer_id(w), C.uint64_t(offset.Tx), C.uint64_t(offset.Op), t.clock()))
 	runtime.KeepAlive(t)
 	return s
 }
