@@ -21,8 +21,8 @@
  * Scheduler safety: every call below is O(1) or O(small argument) except the ones registered
  * as dirty (sweep, stop, flush with a timeout, close) and those that reschedule themselves onto
  * a dirty CPU scheduler: commit / flushed_many / push_many past DIRTY_ITEMS items, batches past
- * DIRTY_BATCH_*, tracker_new with many expected writers, and a register that may grow the
- * library's writer table (register_may_grow).
+ * DIRTY_BATCH_*, tracker_new with more than DIRTY_EXPECTED_WRITERS expected writers, and every
+ * register beyond the writer slots the library allocated up front (register_needs_dirty).
  *
  * Bounded work: the library examines at most `call_budget` deliveries per call (pop, judge or
  * compact) and leaves the rest as a backlog that later calls continue. Every tracker NIF that
@@ -72,16 +72,23 @@
 #define BACKLOG_STUCK 1000
 /* Events taken per `take_events` crossing. */
 #define EVENT_PAGE 64
-/* Writer table: segment k holds 64 << k slots; 27 segments cover every u32 slot index. */
-#define SEG0_BITS 6
-#define MAX_SEGS 27
+/* tracker_new with more expected writers than this allocates its slots on a dirty CPU
+ * scheduler (O(argument) work, like a long list). */
+#define DIRTY_EXPECTED_WRITERS 8192
+/* This binding's own writer table (indexed by the slot index of the id, see table_slot):
+ * segment k holds 64 << k entries; 27 segments cover every u32 slot index. Nothing here
+ * describes the library's table, whose layout is private to it. */
+#define TABLE_SEG0_BITS 6
+#define TABLE_SEGS 27
 
 /* ------------------------------------------------------------------------------------------ */
 /* Atoms                                                                                       */
 
 static ERL_NIF_TERM a_ok, a_error, a_nil, a_true, a_false, a_infinity, a_would_block;
-static ERL_NIF_TERM a_tidemark_ack, a_tidemark_evicted, a_tidemark_challenge, a_tidemark_removed;
-static ERL_NIF_TERM a_challenge, a_evicted, a_removed;
+static ERL_NIF_TERM a_tidemark_ack, a_tidemark_event;
+static ERL_NIF_TERM a_tidemark_evicted, a_tidemark_challenge, a_tidemark_removed;
+static ERL_NIF_TERM a_challenge, a_challenged, a_evicted, a_removed;
+static ERL_NIF_TERM a_legacy, a_unified;
 static ERL_NIF_TERM a_none, a_crashed, a_orphaned, a_stalled;
 static ERL_NIF_TERM a_crash, a_cleanup, a_teardown;
 static ERL_NIF_TERM a_idle, a_pending;
@@ -105,10 +112,14 @@ static void init_atoms(ErlNifEnv *env) {
     a_infinity = atom(env, "infinity");
     a_would_block = atom(env, "would_block");
     a_tidemark_ack = atom(env, "tidemark_ack");
+    a_tidemark_event = atom(env, "tidemark_event");
     a_tidemark_evicted = atom(env, "tidemark_evicted");
     a_tidemark_challenge = atom(env, "tidemark_challenge");
     a_tidemark_removed = atom(env, "tidemark_removed");
     a_challenge = atom(env, "challenge");
+    a_challenged = atom(env, "challenged");
+    a_legacy = atom(env, "legacy");
+    a_unified = atom(env, "unified");
     a_evicted = atom(env, "evicted");
     a_removed = atom(env, "removed");
     a_none = atom(env, "none");
@@ -221,6 +232,38 @@ static ERL_NIF_TERM reason_atom(tidemark_evict_reason r) {
     }
 }
 
+/* An event as take_events returns it. Unified (`events: :unified`): {:challenged, w} |
+ * {:evicted, w, reason} | {:removed, w}, the same term the message carries. Legacy (the
+ * default, the shape since the first release): {:challenge, w} for a challenge, the rest
+ * alike. */
+static ERL_NIF_TERM event_term(ErlNifEnv *env, const tidemark_event *e, bool unified) {
+    ERL_NIF_TERM w = enif_make_uint64(env, e->writer);
+    switch (e->kind) {
+    case TIDEMARK_EVENT_KIND_CHALLENGED:
+        return enif_make_tuple2(env, unified ? a_challenged : a_challenge, w);
+    case TIDEMARK_EVENT_KIND_EVICTED:
+        return enif_make_tuple3(env, a_evicted, w, reason_atom(e->reason));
+    default: return enif_make_tuple2(env, a_removed, w);
+    }
+}
+
+/* An event as a subscriber message. Unified: {:tidemark_event, t, event_term}. Legacy (the
+ * default): {:tidemark_evicted, t, w, reason} | {:tidemark_challenge, t, w} |
+ * {:tidemark_removed, t, w}. */
+static ERL_NIF_TERM event_message(ErlNifEnv *env, ERL_NIF_TERM tterm, const tidemark_event *e,
+                                  bool unified) {
+    if (unified)
+        return enif_make_tuple3(env, a_tidemark_event, tterm, event_term(env, e, true));
+    ERL_NIF_TERM w = enif_make_uint64(env, e->writer);
+    switch (e->kind) {
+    case TIDEMARK_EVENT_KIND_CHALLENGED:
+        return enif_make_tuple3(env, a_tidemark_challenge, tterm, w);
+    case TIDEMARK_EVENT_KIND_EVICTED:
+        return enif_make_tuple4(env, a_tidemark_evicted, tterm, w, reason_atom(e->reason));
+    default: return enif_make_tuple3(env, a_tidemark_removed, tterm, w);
+    }
+}
+
 static ERL_NIF_TERM trigger_atom(tidemark_trigger t) {
     switch (t) {
     case TIDEMARK_TRIGGER_COUNT: return a_count;
@@ -247,14 +290,28 @@ static ERL_NIF_TERM make_map(ErlNifEnv *env, const char *const *keys, ERL_NIF_TE
 
 typedef struct writer_res writer_res;
 
+/* One entry of the binding's writer table: the live writer resource (NULL once its process
+ * exited or it was unregistered) and, when this binding reported the writer down with class
+ * TEARDOWN (its monitor, a dead pid at registration, or down/3), that writer's id: the C ABI's
+ * writer status does not say "orphaned", so writer_status/2 reads it here. The record is
+ * cleared by unregister; a stale one (another generation of the slot) never matches an id. */
+typedef struct {
+    writer_res *w;
+    uint64_t orphan_id;
+    bool orphan;
+} table_entry;
+
 typedef struct {
     tidemark_tracker *t;
-    /* Guards `segs`, `closed` and every `writer_res.state` of this tracker. */
+    /* Guards `segs`, `closed`, `live`, `inflight` and every `writer_res.state` of this
+     * tracker. */
     ErlNifMutex *lock;
-    writer_res **segs[MAX_SEGS];
+    table_entry *segs[TABLE_SEGS];
     bool closed;
-    /* Set once at creation, read-only afterwards. */
+    /* Set once at creation, read-only afterwards. `unified_events`: option
+     * `events: :unified` (see event_term / event_message). */
     bool has_subscriber;
+    bool unified_events;
     ErlNifPid subscriber;
     /* Guards `menv` and the sending of ack/event messages (in ack order). */
     ErlNifMutex *pub_lock;
@@ -264,12 +321,12 @@ typedef struct {
     _Atomic uint64_t sent_ack_plus1;
     /* Closed flag mirror readable without the lock (checked by every call). */
     atomic_bool closed_hint;
-    /* Registration bookkeeping for the table-growth prediction (under `lock`): writers
-     * registered and not unregistered, registrations in progress, and the highest slot segment
-     * known to exist in the library's table. See `register_may_grow`. */
+    /* Registration bookkeeping (under `lock`): writers registered and not unregistered,
+     * registrations in progress, and the writer slots the library allocated up front
+     * (`expected_writers`, a fact of the C ABI). See `register_needs_dirty`. */
     uint64_t live;
     uint64_t inflight;
-    int max_seg;
+    uint64_t preallocated;
     /* Backlog bookkeeping of this binding (relaxed statistics, see `work_stats/1`): calls
      * continued on a dirty scheduler, log work done there or by the background thread, and
      * background-thread runs. `bg_running`: a background thread is draining this tracker. */
@@ -314,43 +371,54 @@ static buffer_res *get_buffer(ErlNifEnv *env, ERL_NIF_TERM t) {
     return p;
 }
 
-/* The segment (64 << seg slots) holding slot `index`, in both this binding's table and the
- * library's (which also grows in doubling segments from 64 slots). */
-static int seg_of(uint64_t index) {
-    return 63 - __builtin_clzll(index + (1u << SEG0_BITS)) - SEG0_BITS;
-}
-
-/* Segments from this size up take too long to initialise on a normal scheduler (the library
- * initialises every 64-byte slot of a new segment: ~2 ms for 65 536 slots measured here). */
-#define DIRTY_GROWTH_SEG 7 /* 8 192 slots */
-
-/* Could the next registration make the library allocate a large writer-table segment? Slot
- * indexes are dense (a new index only when no freed one is left), so the new writer's index
- * is below live + inflight + 1; growth is only possible when that bound reaches a segment not
- * yet seen. Caller holds tr->lock. A wrong guess only costs one dirty-scheduler hop (or, if the
- * library's layout changed, a slow register: test/scheduler_safety_test.exs would catch it). */
-static bool register_may_grow(const tracker_res *tr) {
-    int seg = seg_of(tr->live + tr->inflight);
-    return seg > tr->max_seg && seg >= DIRTY_GROWTH_SEG;
+/* Could the next registration make the library allocate writer slots? The C ABI says only
+ * that `expected_writers` slots are allocated up front; it says nothing about when or by how
+ * much the table grows beyond them (that layout is private to the library). So a registration
+ * runs on a normal scheduler while fewer than `expected_writers` writers are registered (or
+ * being registered), and on a dirty CPU scheduler otherwise: a dirty hop per registration past
+ * the preallocated slots, never a guess at the library's layout. Caller holds tr->lock.
+ * (A C ABI call that registers without allocating, or says whether it would, would let every
+ * registration that needs no allocation stay on the normal scheduler.) */
+static bool register_needs_dirty(const tracker_res *tr) {
+    return tr->live + tr->inflight >= tr->preallocated;
 }
 
 /* Writer table: index = slot index (low 32 bits of the id). Caller holds tr->lock. */
-static writer_res **table_slot(tracker_res *tr, uint64_t id, bool create) {
-    uint64_t x = (id & 0xffffffffu) + (1u << SEG0_BITS);
+static table_entry *table_slot(tracker_res *tr, uint64_t id, bool create) {
+    uint64_t x = (id & 0xffffffffu) + (1u << TABLE_SEG0_BITS);
     int hb = 63 - __builtin_clzll(x);
-    int seg = hb - SEG0_BITS;
+    int seg = hb - TABLE_SEG0_BITS;
     uint64_t off = x - (1ull << hb);
-    if (seg < 0 || seg >= MAX_SEGS)
+    if (seg < 0 || seg >= TABLE_SEGS)
         return NULL;
     if (tr->segs[seg] == NULL) {
         if (!create)
             return NULL;
         /* calloc: large segments come zeroed from mmap without touching the pages. */
-        tr->segs[seg] = calloc((size_t)1 << hb, sizeof(writer_res *));
+        tr->segs[seg] = calloc((size_t)1 << hb, sizeof(table_entry));
         if (tr->segs[seg] == NULL)
             return NULL;
     }
     return &tr->segs[seg][off];
+}
+
+/* This binding reported `id` down with class TEARDOWN and the library accepted it. */
+static void record_orphan(tracker_res *tr, uint64_t id) {
+    enif_mutex_lock(tr->lock);
+    table_entry *e = table_slot(tr, id, true);
+    if (e) {
+        e->orphan = true;
+        e->orphan_id = id;
+    }
+    enif_mutex_unlock(tr->lock);
+}
+
+static bool is_orphan(tracker_res *tr, uint64_t id) {
+    enif_mutex_lock(tr->lock);
+    table_entry *e = table_slot(tr, id, false);
+    bool o = e && e->orphan && e->orphan_id == id;
+    enif_mutex_unlock(tr->lock);
+    return o;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -379,20 +447,7 @@ static void publish(ErlNifEnv *caller_env, tracker_res *tr, bool events) {
             for (size_t i = 0; i < n; i++) {
                 ErlNifEnv *m = tr->menv;
                 tterm = enif_make_resource(m, tr);
-                ERL_NIF_TERM w = enif_make_uint64(m, evs[i].writer);
-                ERL_NIF_TERM msg;
-                switch (evs[i].kind) {
-                case TIDEMARK_EVENT_KIND_CHALLENGED:
-                    msg = enif_make_tuple3(m, a_tidemark_challenge, tterm, w);
-                    break;
-                case TIDEMARK_EVENT_KIND_EVICTED:
-                    msg = enif_make_tuple4(m, a_tidemark_evicted, tterm, w,
-                                           reason_atom(evs[i].reason));
-                    break;
-                default:
-                    msg = enif_make_tuple3(m, a_tidemark_removed, tterm, w);
-                    break;
-                }
+                ERL_NIF_TERM msg = event_message(m, tterm, &evs[i], tr->unified_events);
                 /* A successful send invalidates menv's terms: clear it for reuse either way. */
                 enif_send(caller_env, &tr->subscriber, m, msg);
                 enif_clear_env(m);
@@ -561,25 +616,25 @@ static size_t close_tracker(tracker_res *tr) {
     tr->closed = true;
     atomic_store(&tr->closed_hint, true);
     size_t n = 0;
-    for (int s = 0; s < MAX_SEGS; s++) {
+    for (int s = 0; s < TABLE_SEGS; s++) {
         if (!tr->segs[s])
             continue;
-        size_t len = (size_t)1 << (s + SEG0_BITS);
+        size_t len = (size_t)1 << (s + TABLE_SEG0_BITS);
         for (size_t i = 0; i < len; i++)
-            if (tr->segs[s][i])
+            if (tr->segs[s][i].w)
                 n++;
     }
     writer_res **ws = calloc(n + 1, sizeof *ws);
     size_t k = 0;
-    for (int s = 0; s < MAX_SEGS; s++) {
+    for (int s = 0; s < TABLE_SEGS; s++) {
         if (!tr->segs[s])
             continue;
-        size_t len = (size_t)1 << (s + SEG0_BITS);
+        size_t len = (size_t)1 << (s + TABLE_SEG0_BITS);
         for (size_t i = 0; i < len; i++) {
-            writer_res *w = tr->segs[s][i];
+            writer_res *w = tr->segs[s][i].w;
             if (w) {
                 w->state = W_GONE;
-                tr->segs[s][i] = NULL;
+                tr->segs[s][i].w = NULL;
                 if (ws)
                     ws[k++] = w;
             }
@@ -607,7 +662,7 @@ static void tracker_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     tracker_res *tr = obj;
     /* Every writer resource keeps the tracker: when this runs, the table is empty. */
-    for (int s = 0; s < MAX_SEGS; s++)
+    for (int s = 0; s < TABLE_SEGS; s++)
         free(tr->segs[s]);
     if (tr->t)
         tidemark_tracker_free(tr->t);
@@ -646,14 +701,17 @@ static void writer_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor
     if (w->state == W_LIVE) {
         live = true;
         w->state = W_DOWN;
-        writer_res **slot = table_slot(tr, w->id, false);
-        if (slot && *slot == w)
-            *slot = NULL;
+        table_entry *slot = table_slot(tr, w->id, false);
+        if (slot && slot->w == w)
+            slot->w = NULL;
     }
     enif_mutex_unlock(tr->lock);
     if (!live)
         return;
-    tidemark_tracker_down(tr->t, w->id, w->class_, tidemark_monotonic_ms());
+    if (tidemark_tracker_down(tr->t, w->id, w->class_, tidemark_monotonic_ms()) ==
+            TIDEMARK_STATUS_OK &&
+        w->class_ == TIDEMARK_DOWN_CLASS_TEARDOWN)
+        record_orphan(tr, w->id);
     /* Releasing a long-pinned head can leave a backlog: a native thread finishes it and
      * publishes (taking events here would run the backlog on this scheduler). */
     if (!start_background(tr))
@@ -698,7 +756,7 @@ static void batch_dtor(ErlNifEnv *env, void *obj) {
         return error_tuple(env, status_atoms[TIDEMARK_STATUS_CLOSED]);
 
 /* tracker_new(grace_ms | nil, initial_ack | nil, subscriber | nil, owner, max_writers | nil,
- *             expected_writers | nil, event_capacity | nil) */
+ *             expected_writers | nil, event_capacity | nil, :legacy | :unified) */
 static ERL_NIF_TERM tracker_new_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     tidemark_tracker_options o;
@@ -713,7 +771,8 @@ static ERL_NIF_TERM tracker_new_impl(ErlNifEnv *env, int argc, const ERL_NIF_TER
         !enif_get_local_pid(env, argv[3], &owner) ||
         !get_opt_size(env, argv[4], &o.max_writers) ||
         !get_opt_size(env, argv[5], &o.expected_writers) ||
-        !get_opt_size(env, argv[6], &o.event_capacity))
+        !get_opt_size(env, argv[6], &o.event_capacity) ||
+        (!enif_is_identical(argv[7], a_legacy) && !enif_is_identical(argv[7], a_unified)))
         return enif_make_badarg(env);
     o.has_initial_ack = has_initial;
 
@@ -729,6 +788,7 @@ static ERL_NIF_TERM tracker_new_impl(ErlNifEnv *env, int argc, const ERL_NIF_TER
     tr->pub_lock = enif_mutex_create("tidemark.tracker.pub");
     tr->menv = enif_alloc_env();
     tr->has_subscriber = has_sub;
+    tr->unified_events = enif_is_identical(argv[7], a_unified);
     if (has_sub)
         tr->subscriber = sub;
     atomic_init(&tr->sent_ack_plus1, 0);
@@ -737,7 +797,7 @@ static ERL_NIF_TERM tracker_new_impl(ErlNifEnv *env, int argc, const ERL_NIF_TER
     atomic_init(&tr->dirty_work, 0);
     atomic_init(&tr->background_runs, 0);
     atomic_init(&tr->bg_running, false);
-    tr->max_seg = o.expected_writers > 0 ? seg_of(o.expected_writers - 1) : -1;
+    tr->preallocated = o.expected_writers;
     if (!tr->lock || !tr->pub_lock || !tr->menv) {
         enif_release_resource(tr);
         return error_tuple(env, a_enomem);
@@ -758,8 +818,7 @@ static ERL_NIF_TERM tracker_new_impl(ErlNifEnv *env, int argc, const ERL_NIF_TER
 /* Allocating many writer slots up front takes a while: do it on a dirty scheduler. */
 static ERL_NIF_TERM nif_tracker_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     uint64_t expected = 0;
-    if (argc == 7 && get_u64(env, argv[5], &expected) &&
-        expected > ((uint64_t)1 << (SEG0_BITS + DIRTY_GROWTH_SEG)))
+    if (argc == 8 && get_u64(env, argv[5], &expected) && expected > DIRTY_EXPECTED_WRITERS)
         return enif_schedule_nif(env, "tracker_new_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
                                  tracker_new_impl, argc, argv);
     return tracker_new_impl(env, argc, argv);
@@ -773,7 +832,7 @@ static ERL_NIF_TERM nif_tracker_close(ErlNifEnv *env, int argc, const ERL_NIF_TE
 }
 
 /* tracker_register(t, pid, class) -> {:ok, id}. Runs on a normal scheduler, or rescheduled
- * onto a dirty CPU one when it may grow the library's writer table (see register_may_grow). */
+ * onto a dirty CPU one past the preallocated writer slots (see register_needs_dirty). */
 static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     TRACKER_ARG(tr);
     ErlNifPid pid;
@@ -783,7 +842,7 @@ static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     CLOSED_CHECK(tr);
 
     enif_mutex_lock(tr->lock);
-    if (register_may_grow(tr) && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
+    if (register_needs_dirty(tr) && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
         enif_mutex_unlock(tr->lock);
         return enif_schedule_nif(env, "tracker_register_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
                                  register_impl, argc, argv);
@@ -796,12 +855,8 @@ static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
 
     enif_mutex_lock(tr->lock);
     tr->inflight--;
-    if (s == TIDEMARK_STATUS_OK) {
+    if (s == TIDEMARK_STATUS_OK)
         tr->live++;
-        int seg = seg_of(id & 0xffffffffu);
-        if (seg > tr->max_seg)
-            tr->max_seg = seg;
-    }
     enif_mutex_unlock(tr->lock);
     if (s != TIDEMARK_STATUS_OK)
         return ok_or_error(env, s);
@@ -815,7 +870,7 @@ static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     w->state = W_LIVE;
 
     enif_mutex_lock(tr->lock);
-    writer_res **slot = tr->closed ? NULL : table_slot(tr, id, true);
+    table_entry *slot = tr->closed ? NULL : table_slot(tr, id, true);
     if (!slot) {
         bool closed = tr->closed;
         enif_mutex_unlock(tr->lock);
@@ -829,18 +884,21 @@ static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     }
     /* The table owns the allocation reference. Insert before monitoring: the down callback
      * may run on another scheduler as soon as the monitor exists (it waits for the lock). */
-    *slot = w;
+    slot->w = w;
     int rc = enif_monitor_process(env, w, &pid, &w->mon);
     bool dead = rc != 0;
     if (dead) {
         w->state = W_DOWN;
-        *slot = NULL;
+        slot->w = NULL;
     }
     enif_mutex_unlock(tr->lock);
 
     if (dead) {
         /* Already dead at registration: report it now, exactly as the monitor would. */
-        tidemark_tracker_down(tr->t, id, class_, tidemark_monotonic_ms());
+        if (tidemark_tracker_down(tr->t, id, class_, tidemark_monotonic_ms()) ==
+                TIDEMARK_STATUS_OK &&
+            class_ == TIDEMARK_DOWN_CLASS_TEARDOWN)
+            record_orphan(tr, id);
         enif_release_resource(w);
         return finish_call(env, tr, argv[0], ok_tuple(env, enif_make_uint64(env, id)), true);
     }
@@ -859,10 +917,10 @@ static ERL_NIF_TERM nif_tracker_unregister(ErlNifEnv *env, int argc, const ERL_N
     WRITER_ARG(id);
     writer_res *w = NULL;
     enif_mutex_lock(tr->lock);
-    writer_res **slot = table_slot(tr, id, false);
-    if (slot && *slot && (*slot)->id == id) {
-        w = *slot;
-        *slot = NULL;
+    table_entry *slot = table_slot(tr, id, false);
+    if (slot && slot->w && slot->w->id == id) {
+        w = slot->w;
+        slot->w = NULL;
         w->state = W_GONE;
     }
     enif_mutex_unlock(tr->lock);
@@ -874,6 +932,9 @@ static ERL_NIF_TERM nif_tracker_unregister(ErlNifEnv *env, int argc, const ERL_N
     if (s == TIDEMARK_STATUS_OK) {
         enif_mutex_lock(tr->lock);
         tr->live--;
+        table_entry *e = table_slot(tr, id, false);
+        if (e && e->orphan && e->orphan_id == id)
+            e->orphan = false;
         enif_mutex_unlock(tr->lock);
     }
     return finish_call(env, tr, argv[0], ok_or_error(env, s), false);
@@ -888,6 +949,8 @@ static ERL_NIF_TERM nif_tracker_down(ErlNifEnv *env, int argc, const ERL_NIF_TER
         return enif_make_badarg(env);
     CLOSED_CHECK(tr);
     tidemark_status s = tidemark_tracker_down(tr->t, id, class_, tidemark_monotonic_ms());
+    if (s == TIDEMARK_STATUS_OK && class_ == TIDEMARK_DOWN_CLASS_TEARDOWN)
+        record_orphan(tr, id);
     return finish_call(env, tr, argv[0], ok_or_error(env, s), true);
 }
 
@@ -901,8 +964,12 @@ static ERL_NIF_TERM nif_tracker_writer_status(ErlNifEnv *env, int argc,
     if (s != TIDEMARK_STATUS_OK)
         return ok_or_error(env, s);
     switch (st.state) {
-    case TIDEMARK_WRITER_STATE_IDLE: return ok_tuple(env, a_idle);
-    case TIDEMARK_WRITER_STATE_PENDING: return ok_tuple(env, a_pending);
+    case TIDEMARK_WRITER_STATE_IDLE:
+    case TIDEMARK_WRITER_STATE_PENDING:
+        /* Not evicted: orphaned if this binding reported it down as TEARDOWN. */
+        if (is_orphan(tr, id))
+            return ok_tuple(env, a_orphaned);
+        return ok_tuple(env, st.state == TIDEMARK_WRITER_STATE_IDLE ? a_idle : a_pending);
     default: return ok_tuple(env, enif_make_tuple2(env, a_evicted, reason_atom(st.reason)));
     }
 }
@@ -1183,17 +1250,8 @@ static ERL_NIF_TERM nif_tracker_take_events(ErlNifEnv *env, int argc,
     if (s != TIDEMARK_STATUS_OK)
         return ok_or_error(env, s);
     ERL_NIF_TERM list = enif_make_list(env, 0);
-    for (size_t i = n; i-- > 0;) {
-        ERL_NIF_TERM w = enif_make_uint64(env, evs[i].writer), e;
-        switch (evs[i].kind) {
-        case TIDEMARK_EVENT_KIND_CHALLENGED: e = enif_make_tuple2(env, a_challenge, w); break;
-        case TIDEMARK_EVENT_KIND_EVICTED:
-            e = enif_make_tuple3(env, a_evicted, w, reason_atom(evs[i].reason));
-            break;
-        default: e = enif_make_tuple2(env, a_removed, w); break;
-        }
-        list = enif_make_list_cell(env, e, list);
-    }
+    for (size_t i = n; i-- > 0;)
+        list = enif_make_list_cell(env, event_term(env, &evs[i], tr->unified_events), list);
     return finish_call(env, tr, argv[0], ok_tuple(env, list), false);
 }
 
@@ -1507,12 +1565,18 @@ static ERL_NIF_TERM nif_buffer_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         tidemark_stop_report_free(r);
         return ok_or_error(env, s);
     }
-    /* Handed-back messages, in order, copied out page by page. */
-    ERL_NIF_TERM *items = enif_alloc(sizeof(ERL_NIF_TERM) * (c.handed_back ? c.handed_back : 1));
+    /* Handed-back messages, in order, copied out page by page, three ways over the same
+     * binaries: `handed_back` ({payload, offset | nil, outcome_unknown?}, the shape since the
+     * first release), `handed_back_messages` ({payload, offset | nil}, the shape of a batch's
+     * messages: push_many takes them back as they are) and the parallel `outcome_unknown`. */
+    size_t cap = c.handed_back ? c.handed_back : 1;
+    ERL_NIF_TERM *items = enif_alloc(sizeof(ERL_NIF_TERM) * cap * 3);
     if (!items) {
         tidemark_stop_report_free(r);
         return error_tuple(env, a_enomem);
     }
+    ERL_NIF_TERM *msgs = items + cap;
+    ERL_NIF_TERM *unknown = items + 2 * cap;
     tidemark_handed_back page[256];
     size_t start = 0, got;
     do {
@@ -1525,10 +1589,12 @@ static ERL_NIF_TERM nif_buffer_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM
             unsigned char *d = enif_make_new_binary(env, page[i].message.len, &bin);
             if (page[i].message.len)
                 memcpy(d, page[i].message.data, page[i].message.len);
-            items[start + i] = enif_make_tuple3(
-                env, bin,
-                page[i].message.has_offset ? make_offset(env, page[i].message.offset) : a_nil,
-                make_bool(page[i].outcome_unknown));
+            ERL_NIF_TERM off =
+                page[i].message.has_offset ? make_offset(env, page[i].message.offset) : a_nil;
+            ERL_NIF_TERM unk = make_bool(page[i].outcome_unknown);
+            items[start + i] = enif_make_tuple3(env, bin, off, unk);
+            msgs[start + i] = enif_make_tuple2(env, bin, off);
+            unknown[start + i] = unk;
         }
         start += got;
     } while (got == 256 && start < c.handed_back);
@@ -1538,17 +1604,21 @@ static ERL_NIF_TERM nif_buffer_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         return ok_or_error(env, s);
     }
     ERL_NIF_TERM list = enif_make_list_from_array(env, items, (unsigned)start);
+    ERL_NIF_TERM msg_list = enif_make_list_from_array(env, msgs, (unsigned)start);
+    ERL_NIF_TERM unknown_list = enif_make_list_from_array(env, unknown, (unsigned)start);
     enif_free(items);
     static const char *const keys[] = {"accepted",          "delivered",       "failed",
                                        "handed_back",       "in_flight_unknown",
-                                       "unknown_batches",   "timed_out",       "handed_back_count"};
+                                       "unknown_batches",   "timed_out",       "handed_back_count",
+                                       "handed_back_messages", "outcome_unknown"};
     ERL_NIF_TERM vals[] = {
         enif_make_uint64(env, c.accepted),          enif_make_uint64(env, c.delivered),
         enif_make_uint64(env, c.failed),            list,
         enif_make_uint64(env, c.in_flight_unknown), enif_make_uint64(env, c.unknown_batches),
         make_bool(c.timed_out),                     enif_make_uint64(env, c.handed_back),
+        msg_list,                                   unknown_list,
     };
-    return ok_tuple(env, make_map(env, keys, vals, 8));
+    return ok_tuple(env, make_map(env, keys, vals, 10));
 }
 
 static ERL_NIF_TERM nif_buffer_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -1628,7 +1698,7 @@ static int upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM in
 static ErlNifFunc funcs[] = {
     {"version", 0, nif_version, 0},
     {"thread_clock", 0, nif_thread_clock, 0},
-    {"tracker_new", 7, nif_tracker_new, 0},
+    {"tracker_new", 8, nif_tracker_new, 0},
     {"tracker_close", 1, nif_tracker_close, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"tracker_register", 3, nif_tracker_register, 0},
     {"tracker_unregister", 2, nif_tracker_unregister, 0},

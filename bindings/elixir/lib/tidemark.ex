@@ -4,6 +4,8 @@ defmodule Tidemark do
 
     * `Tidemark.Tracker` — exact flush-offset tracking with kill-proof writer monitors and
       staleness sweeps;
+    * `Tidemark.Sweeper` — a supervised process that sweeps a tracker every interval and
+      forwards its events;
     * `Tidemark.BatchBuffer` — many producers, one sink, a stop that hands back what the sink
       did not acknowledge.
 

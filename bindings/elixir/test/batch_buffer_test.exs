@@ -129,9 +129,50 @@ defmodule Tidemark.BatchBufferTest do
              off == {id * 1_000_000 + n, 0}
            end)
 
+    # The added fields are handed_back split in two, in the same order.
+    assert report.handed_back_messages == Enum.map(report.handed_back, fn {p, o, _} -> {p, o} end)
+    assert report.outcome_unknown == Enum.map(report.handed_back, &elem(&1, 2))
+    assert Enum.take(report.handed_back_messages, length(stuck.messages)) == stuck.messages
+
     # After the stop: admission is closed, a late ack is refused, and stop is idempotent.
     assert {:error, :closed} = BatchBuffer.push(b, "late")
     assert {:ok, ^report} = BatchBuffer.stop(b, 0)
+  end
+
+  test "handed_back keeps its shape; handed_back_messages requeue as they are" do
+    {:ok, b} = BatchBuffer.new(max_messages: 3, linger_ms: 60_000)
+    :ok = BatchBuffer.push(b, "a")
+    {:ok, 3} = BatchBuffer.push_many(b, [{"b", {2, 0}}, {"c", nil}, {"d", {4, 1}}])
+    {:ok, batch} = BatchBuffer.poll_batch(b)
+    assert batch.messages == [{"a", nil}, {"b", {2, 0}}, {"c", nil}]
+    {:ok, report} = BatchBuffer.stop(b, 0)
+
+    # The first release's shape, unchanged.
+    assert report.handed_back == [
+             {"a", nil, true},
+             {"b", {2, 0}, true},
+             {"c", nil, true},
+             {"d", {4, 1}, false}
+           ]
+
+    # The added fields: batch-message shape plus the parallel flags.
+    assert report.handed_back_messages == batch.messages ++ [{"d", {4, 1}}]
+    assert report.outcome_unknown == [true, true, true, false]
+
+    # Into another buffer, unchanged: the same messages, offsets and order come out.
+    {:ok, b2} = BatchBuffer.new(max_messages: 10, linger_ms: 60_000)
+    assert {:ok, 4} = BatchBuffer.push_many(b2, report.handed_back_messages)
+    _ = BatchBuffer.flush(b2, 0)
+    {:ok, again} = BatchBuffer.poll_batch(b2)
+    assert again.messages == report.handed_back_messages
+    assert again.highest_offset == {4, 1}
+    # A batch's messages too.
+    assert {:ok, 4} = BatchBuffer.push_many(b2, again.messages)
+    :ok = BatchBuffer.ack(b2, again)
+    {:ok, r2} = BatchBuffer.stop(b2, 0)
+    assert r2.handed_back_messages == report.handed_back_messages
+    assert r2.outcome_unknown == [false, false, false, false]
+    assert r2.handed_back == Enum.map(report.handed_back_messages, fn {p, o} -> {p, o, false} end)
   end
 
   test "the late ack of a handed-back batch is refused" do

@@ -11,6 +11,20 @@ defmodule Tidemark.TrackerTest do
     end
   end
 
+  # One crash eviction, one removal and one challenge, in that order; returns the writers
+  # {crashed, removed, challenged}.
+  defp three_events(t) do
+    {:ok, wc} = Tracker.register_writer(t, idle_process(), down: :crash)
+    {:ok, wr} = Tracker.register_writer(t, idle_process())
+    {:ok, ws} = Tracker.register_writer(t, idle_process())
+    :ok = Tracker.commit(t, {1, 0}, [wc, wr, ws])
+    :ok = Tracker.down(t, wc, :crash)
+    :ok = Tracker.down(t, wr, :cleanup)
+    Process.sleep(5)
+    {:ok, %{challenged: 1}} = Tracker.sweep(t)
+    {wc, wr, ws}
+  end
+
   describe "story 1: a killed consumer" do
     test "Process.exit(pid, :kill): the sweep evicts it, the ack reaches the last commit" do
       grace = 300
@@ -67,6 +81,123 @@ defmodule Tidemark.TrackerTest do
       assert {:ok, %{evicted: 1}} = Tracker.sweep(t)
       assert_receive {:tidemark_evicted, ^t, ^w, :orphaned}
       assert_receive {:tidemark_ack, ^t, 7}
+    end
+  end
+
+  describe "writer_status and event shapes" do
+    test "writer_status is :orphaned once a monitored (teardown) process was killed" do
+      {:ok, t} = Tracker.new(grace_ms: 30)
+      p = idle_process()
+      idle = idle_process()
+      {:ok, w} = Tracker.register_writer(t, p)
+      {:ok, wi} = Tracker.register_writer(t, idle)
+      :ok = Tracker.commit(t, {4, 0}, [w])
+      assert {:ok, :pending} = Tracker.writer_status(t, w)
+      assert {:ok, :idle} = Tracker.writer_status(t, wi)
+
+      Process.exit(p, :kill)
+      Process.exit(idle, :kill)
+      eventually(fn -> Tracker.writer_status(t, w) == {:ok, :orphaned} end, 5_000, "orphaned")
+      eventually(fn -> Tracker.writer_status(t, wi) == {:ok, :orphaned} end, 5_000, "orphaned")
+      # Still pinning until a sweep past the grace period.
+      assert {:ok, 3} = Tracker.ack(t)
+      Process.sleep(40)
+      assert {:ok, %{evicted: 1}} = Tracker.sweep(t)
+      assert {:ok, {:evicted, :orphaned}} = Tracker.writer_status(t, w)
+      assert {:ok, 4} = Tracker.ack(t)
+      # An orphan that owes nothing stays :orphaned until unregistered.
+      assert {:ok, :orphaned} = Tracker.writer_status(t, wi)
+      :ok = Tracker.unregister(t, wi)
+      assert {:error, :unknown_writer} = Tracker.writer_status(t, wi)
+      # Its slot's next writer is not orphaned.
+      {:ok, fresh} = Tracker.register_writer(t, idle_process())
+      assert {:ok, :idle} = Tracker.writer_status(t, fresh)
+    end
+
+    test "down(:teardown) by hand and a dead pid at registration are :orphaned too" do
+      {:ok, t} = Tracker.new()
+      {:ok, w} = Tracker.register_writer(t, idle_process())
+      :ok = Tracker.down(t, w, :teardown)
+      assert {:ok, :orphaned} = Tracker.writer_status(t, w)
+      dead = spawn(fn -> :ok end)
+      wait_dead(dead)
+      {:ok, wd} = Tracker.register_writer(t, dead)
+      assert {:ok, :orphaned} = Tracker.writer_status(t, wd)
+      {:ok, wc} = Tracker.register_writer(t, idle_process())
+      :ok = Tracker.down(t, wc, :crash)
+      assert {:ok, {:evicted, :crashed}} = Tracker.writer_status(t, wc)
+    end
+
+    test "default (events: :legacy): the first release's take_events terms and messages" do
+      for opts <- [[], [events: :legacy]] do
+        {:ok, polled} = Tracker.new([grace_ms: 1] ++ opts)
+        {wc, wr, ws} = three_events(polled)
+
+        assert {:ok, [{:evicted, ^wc, :crashed}, {:removed, ^wr}, {:challenge, ^ws}]} =
+                 Tracker.take_events(polled)
+
+        {:ok, pushed} = Tracker.new([grace_ms: 1, subscriber: self()] ++ opts)
+        {wc, wr, ws} = three_events(pushed)
+        assert_receive {:tidemark_evicted, ^pushed, ^wc, :crashed}
+        assert_receive {:tidemark_removed, ^pushed, ^wr}
+        assert_receive {:tidemark_challenge, ^pushed, ^ws}
+        assert {:ok, []} = Tracker.take_events(pushed)
+        refute_received {:tidemark_event, _, _}
+      end
+    end
+
+    test "events: :unified: take_events returns the terms subscriber messages carry" do
+      {:ok, polled} = Tracker.new(grace_ms: 1, events: :unified)
+      {wc, wr, ws} = three_events(polled)
+
+      assert {:ok, [{:evicted, ^wc, :crashed}, {:removed, ^wr}, {:challenged, ^ws}]} =
+               Tracker.take_events(polled)
+
+      {:ok, pushed} = Tracker.new(grace_ms: 1, subscriber: self(), events: :unified)
+      {wc, wr, ws} = three_events(pushed)
+
+      for e <- [{:evicted, wc, :crashed}, {:removed, wr}, {:challenged, ws}] do
+        assert_receive {:tidemark_event, ^pushed, ^e}
+      end
+
+      assert {:ok, []} = Tracker.take_events(pushed)
+      refute_received {:tidemark_evicted, _, _, _}
+      refute_received {:tidemark_removed, _, _}
+      refute_received {:tidemark_challenge, _, _}
+    end
+
+    test "events: :unified: a monitored kill and a stall are {:tidemark_event, t, event}" do
+      {:ok, t} = Tracker.new(grace_ms: 20, subscriber: self(), events: :unified)
+      p = idle_process()
+      {:ok, w} = Tracker.register_writer(t, p)
+      {:ok, wc} = Tracker.register_writer(t, idle_process(), down: :crash)
+      :ok = Tracker.commit(t, {7, 0}, [w, wc])
+      :ok = Tracker.down(t, wc, :crash)
+      assert_receive {:tidemark_event, ^t, {:evicted, ^wc, :crashed}}
+      Process.exit(p, :kill)
+      eventually(fn -> Tracker.writer_status(t, w) == {:ok, :orphaned} end, 5_000, "orphaned")
+      Process.sleep(30)
+      assert {:ok, %{evicted: 1}} = Tracker.sweep(t)
+      assert_receive {:tidemark_event, ^t, {:evicted, ^w, :orphaned}}
+      assert_receive {:tidemark_ack, ^t, 7}
+    end
+
+    test "the events option is validated" do
+      assert_raise ArgumentError, fn -> Tracker.new(events: :other) end
+      assert_raise ArgumentError, fn -> Tracker.new(events: nil) end
+    end
+
+    test "registrations past expected_writers (dirty scheduler) and below it both work" do
+      {:ok, t} = Tracker.new(expected_writers: 16)
+      ids = for _ <- 1..200, do: elem(Tracker.register_writer(t, self()), 1)
+      assert length(Enum.uniq(ids)) == 200
+      :ok = Tracker.commit(t, {1, 0}, ids)
+      assert {:ok, []} = Tracker.flushed_many(t, Enum.map(ids, &{&1, {1, 0}}))
+      assert {:ok, 1} = Tracker.ack(t)
+      for w <- ids, do: :ok = Tracker.unregister(t, w)
+      assert {:ok, %{registered: 0}} = Tracker.stats(t)
+      ids2 = for _ <- 1..20, do: elem(Tracker.register_writer(t, self()), 1)
+      assert Enum.all?(ids2, &(Tracker.writer_status(t, &1) == {:ok, :idle}))
     end
   end
 

@@ -4,7 +4,11 @@ defmodule Tidemark.BatchBuffer do
   count, bytes or linger (age of the batch's first message), and `stop/2` closes admission, drains,
   and hands back — in order — everything the sink did not acknowledge by the deadline.
 
-  Messages are binaries, or `{binary, offset}` with `offset = {tx, op}` (or `nil`).
+  Messages are binaries, or `{binary, offset}` with `offset = {tx, op}` (or `nil`). A batch's
+  `messages` and a stop report's `handed_back_messages` are `{binary, offset | nil}`
+  (`t:out_message/0`), which `push/2` and `push_many/2` take as they are: requeueing needs no
+  reshaping. (A stop report's `handed_back` keeps its first-release shape,
+  `{payload, offset | nil, outcome_unknown?}`; see `stop/2`.)
 
   Every call is non-blocking on a normal scheduler except `flush/2` with a timeout and `stop/2`,
   which wait on a dirty IO scheduler (the sink keeps running in other processes meanwhile).
@@ -15,6 +19,21 @@ defmodule Tidemark.BatchBuffer do
 
   @type t :: reference()
   @type message :: binary() | {binary(), Tidemark.offset() | nil}
+  @typedoc "A message as the buffer hands it out (in a batch or a stop report)."
+  @type out_message :: {binary(), Tidemark.offset() | nil}
+
+  @type stop_report :: %{
+          accepted: non_neg_integer(),
+          delivered: non_neg_integer(),
+          failed: non_neg_integer(),
+          handed_back_count: non_neg_integer(),
+          handed_back: [{binary(), Tidemark.offset() | nil, boolean()}],
+          handed_back_messages: [out_message()],
+          outcome_unknown: [boolean()],
+          in_flight_unknown: non_neg_integer(),
+          unknown_batches: non_neg_integer(),
+          timed_out: boolean()
+        }
 
   defmodule Batch do
     @moduledoc """
@@ -26,7 +45,7 @@ defmodule Tidemark.BatchBuffer do
     @type t :: %__MODULE__{
             ref: reference(),
             id: non_neg_integer(),
-            messages: [{binary(), Tidemark.offset() | nil}],
+            messages: [Tidemark.BatchBuffer.out_message()],
             highest_offset: Tidemark.offset() | nil,
             trigger: :count | :bytes | :linger | :flush | :stop
           }
@@ -136,11 +155,18 @@ defmodule Tidemark.BatchBuffer do
 
       %{accepted: n, delivered: n, failed: n, handed_back_count: n,
         handed_back: [{payload, offset | nil, outcome_unknown?}],   # original order
+        handed_back_messages: [{payload, offset | nil}],   # the same, as push_many/2 takes them
+        outcome_unknown: [boolean],                        # parallel to handed_back_messages
         in_flight_unknown: n, unknown_batches: n, timed_out: boolean}
 
-  with `accepted == delivered + failed + handed_back_count`. Every caller gets the same report.
+  with `accepted == delivered + failed + handed_back_count`. `outcome_unknown?` is true for
+  each handed-back message whose batch was still in flight at the deadline (the sink may have
+  stored it). `handed_back_messages` and `outcome_unknown` (added after the first release) are
+  `handed_back` split in two, same order: requeue into another buffer with
+  `push_many(other, report.handed_back_messages)`, no reshaping. Every caller gets the same
+  report.
   """
-  @spec stop(t(), non_neg_integer()) :: {:ok, map()} | {:error, Tidemark.reason()}
+  @spec stop(t(), non_neg_integer()) :: {:ok, stop_report()} | {:error, Tidemark.reason()}
   def stop(buffer, timeout_ms) when is_integer(timeout_ms) and timeout_ms >= 0,
     do: Native.buffer_stop(buffer, timeout_ms)
 

@@ -20,9 +20,24 @@ defmodule Tidemark.Tracker do
       `{:error, :evicted_writer}` until it is unregistered;
     * `{:tidemark_challenge, tracker, writer}` — no flush progress for the grace period: answer
       with `touch/2` (or a flush) before the next sweep, or it is evicted;
-    * `{:tidemark_removed, tracker, writer}` — `remove/2`, or a `:cleanup` down.
+    * `{:tidemark_removed, tracker, writer}` — a `:cleanup` down (`remove/2` sends nothing).
 
-  Without a subscriber, poll `ack/1` and `take_events/1`.
+  Without a subscriber, poll `ack/1` and `take_events/1` (`t:legacy_event/0` terms:
+  `{:challenge, w}`, `{:evicted, w, reason}`, `{:removed, w}`), or let a `Tidemark.Sweeper`
+  sweep every interval and forward the events.
+
+  ### Unified events (opt-in)
+
+  With `events: :unified` in `new/1`, every event is one message shape,
+  `{:tidemark_event, tracker, event}`, and `event` (`t:event/0`) is exactly the term
+  `take_events/1` returns:
+
+    * `{:evicted, writer, reason}` — as `:tidemark_evicted` above;
+    * `{:challenged, writer}` — as `:tidemark_challenge` above;
+    * `{:removed, writer}` — as `:tidemark_removed` above.
+
+  The default, `events: :legacy`, keeps the messages and `take_events/1` terms listed first
+  (those of the first release), unchanged. The ack message is the same either way.
 
   ## Lifetime
 
@@ -58,6 +73,26 @@ defmodule Tidemark.Tracker do
   @type t :: reference()
   @type writer :: non_neg_integer()
   @type down_class :: :crash | :cleanup | :teardown
+  @type evict_reason :: :crashed | :orphaned | :stalled
+
+  @typedoc """
+  An event of a tracker created with `events: :unified`: the same term in its
+  `{:tidemark_event, tracker, event}` messages and in `take_events/1`.
+  """
+  @type event ::
+          {:challenged, writer()} | {:evicted, writer(), evict_reason()} | {:removed, writer()}
+
+  @typedoc "An event as `take_events/1` returns it by default (`events: :legacy`)."
+  @type legacy_event ::
+          {:challenge, writer()} | {:evicted, writer(), evict_reason()} | {:removed, writer()}
+
+  @typedoc """
+  A writer's state: `:idle` (owes nothing), `:pending` (owes a delivered commit), `:orphaned`
+  (its monitored process died and it was reported down with class `:teardown`: it still pins
+  what it owes, and the first sweep past the grace period evicts it if it owes anything), or
+  `{:evicted, reason}`.
+  """
+  @type writer_status :: :idle | :pending | :orphaned | {:evicted, evict_reason()}
 
   @new_opts [
     :grace_ms,
@@ -66,7 +101,8 @@ defmodule Tidemark.Tracker do
     :owner,
     :max_writers,
     :expected_writers,
-    :event_capacity
+    :event_capacity,
+    :events
   ]
 
   @doc """
@@ -79,11 +115,27 @@ defmodule Tidemark.Tracker do
       a floor the ack never goes below;
     * `:subscriber` — a pid that receives ack and event messages (default: none, poll instead);
     * `:owner` — the process whose exit closes the tracker (default `self()`);
+    * `:events` — the shape of event messages and `take_events/1` terms: `:legacy` (default;
+      `{:tidemark_evicted, t, w, reason}`, `{:tidemark_challenge, t, w}`,
+      `{:tidemark_removed, t, w}` and `{:challenge, w}`) or `:unified`
+      (`{:tidemark_event, t, event}`, `t:event/0`); see "Messages";
     * `:max_writers`, `:expected_writers`, `:event_capacity` — see `tidemark_tracker_options`.
+      `register_writer/3` runs on a normal scheduler while fewer than `:expected_writers`
+      writers are registered (their slots are allocated up front) and on a dirty CPU scheduler
+      past that (the registration may allocate: the C ABI does not say when).
   """
   @spec new(keyword()) :: {:ok, t()} | {:error, Tidemark.reason()}
   def new(opts \\ []) do
     opts = validate!(opts, @new_opts)
+
+    shape =
+      case Keyword.get(opts, :events, :legacy) do
+        shape when shape in [:legacy, :unified] ->
+          shape
+
+        other ->
+          raise ArgumentError, "expected events: :legacy or :unified, got: #{inspect(other)}"
+      end
 
     Native.tracker_new(
       opts[:grace_ms],
@@ -92,7 +144,8 @@ defmodule Tidemark.Tracker do
       Keyword.get(opts, :owner, self()),
       opts[:max_writers],
       opts[:expected_writers],
-      opts[:event_capacity]
+      opts[:event_capacity],
+      shape
     )
   end
 
@@ -105,7 +158,8 @@ defmodule Tidemark.Tracker do
     * `:crash` — evicted at once (`:crashed`), the ack moves without a sweep;
     * `:cleanup` — unpins at once, reported as removed.
 
-  A pid that is already dead is reported at once. Returns the writer id.
+  A pid that is already dead is reported at once. Returns the writer id. Runs on a dirty CPU
+  scheduler once `:expected_writers` writers are registered (see `new/1`).
   """
   @spec register_writer(t(), pid(), keyword()) :: {:ok, writer()} | {:error, Tidemark.reason()}
   def register_writer(tracker, pid, opts \\ []) when is_pid(pid) do
@@ -169,27 +223,44 @@ defmodule Tidemark.Tracker do
   def sweep(tracker), do: Native.tracker_sweep(tracker)
 
   @doc "The ack (one atomic load); `{:error, :empty}` before the first ack."
-  @spec ack(t()) :: {:ok, non_neg_integer()} | {:error, :empty}
+  @spec ack(t()) :: {:ok, non_neg_integer()} | {:error, Tidemark.reason()}
   def ack(tracker), do: Native.tracker_ack(tracker)
 
   @doc "The writer holding the ack back, what it owes and how long it made no progress."
-  @spec pinning(t()) :: {:ok, map()} | {:error, :empty}
+  @spec pinning(t()) ::
+          {:ok,
+           %{
+             writer: writer(),
+             owes: Tidemark.offset(),
+             flushed: Tidemark.offset() | nil,
+             ms_since_progress: non_neg_integer(),
+             paused: boolean(),
+             challenged: boolean(),
+             orphaned: boolean()
+           }}
+          | {:error, Tidemark.reason()}
   def pinning(tracker), do: Native.tracker_pinning(tracker)
 
   @doc "Counters and gauges (a snapshot, for metrics)."
   @spec stats(t()) :: {:ok, map()} | {:error, Tidemark.reason()}
   def stats(tracker), do: Native.tracker_stats(tracker)
 
-  @doc "A writer's state: `:idle`, `:pending` or `{:evicted, reason}`."
-  @spec writer_status(t(), writer()) :: {:ok, term()} | {:error, Tidemark.reason()}
+  @doc """
+  A writer's state (`t:writer_status/0`): `:idle`, `:pending`, `:orphaned` once its monitored
+  process died with down class `:teardown` (or after `down(t, w, :teardown)`), until a sweep
+  evicts it or it is unregistered; `{:evicted, reason}`.
+  """
+  @spec writer_status(t(), writer()) :: {:ok, writer_status()} | {:error, Tidemark.reason()}
   def writer_status(tracker, writer), do: Native.tracker_writer_status(tracker, writer)
 
   @doc """
   Takes up to 256 queued events, oldest first: `{:challenge, w}`, `{:evicted, w, reason}`,
-  `{:removed, w}`. (With a subscriber, events are sent as messages instead and this returns
-  what is left, normally nothing.)
+  `{:removed, w}` (`t:legacy_event/0`, the default), or with `events: :unified` the
+  `t:event/0` terms `{:challenged, w}`, `{:evicted, w, reason}`, `{:removed, w}`. (With a
+  subscriber, events are sent as messages instead and this returns what is left, normally
+  nothing.)
   """
-  @spec take_events(t()) :: {:ok, list()} | {:error, Tidemark.reason()}
+  @spec take_events(t()) :: {:ok, [legacy_event()] | [event()]} | {:error, Tidemark.reason()}
   def take_events(tracker), do: Native.tracker_take_events(tracker)
 
   @doc """
