@@ -518,7 +518,11 @@ tidemark_status tidemark_batch_buffer_push_timeout(const struct tidemark_batch_b
 // blocking. Returns `OK` once the call ran: `*out_accepted` receives how many messages (from
 // the front) were taken, and `*out_refusal` `OK` when all were, or why the first one left was
 // refused (`FULL`, `STOPPING`, `CLOSED`, `TOO_LARGE`). The caller keeps every message's bytes.
-// `messages` may be NULL when `n` is 0.
+// `messages` may be NULL when `n` is 0. Malformed input refuses the whole call, with nothing
+// taken and nothing written: `INVALID_ARGUMENT` for a `has_offset` byte other than 0 or 1,
+// `NULL_ARGUMENT` for NULL `data` with a non-zero `len` (among the messages the buffer could
+// hold at all: lengths are checked first, and bytes past the first refused message are never
+// read).
 //
 // # Safety
 // - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).

@@ -11,6 +11,7 @@ LOG_DIR=${LOG_DIR:-target/test-logs}
 mkdir -p "$LOG_DIR"
 
 failed_steps=()
+skipped_steps=()
 passed_steps=0
 total_passed=0
 total_failed=0
@@ -30,10 +31,13 @@ step() {
   total_passed=$((total_passed + p))
   total_failed=$((total_failed + f))
   # And the summaries of the non-cargo runners ("c: 12 passed, 0 failed", go, elixir).
-  p=$(grep -E '^(c|go|elixir|pg): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-  f=$(grep -E '^(c|go|elixir|pg): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+  p=$(grep -E '^(c|go|elixir|pg|fuzz|miri): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+  f=$(grep -E '^(c|go|elixir|pg|fuzz|miri): [0-9]+ passed, [0-9]+ failed$' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
   total_passed=$((total_passed + p))
   total_failed=$((total_failed + f))
+  # A step that could not run says SKIPPED (with the reason): listed in the summary, never a
+  # silent pass.
+  if grep -q '^SKIPPED' "$log"; then skipped_steps+=("$name"); fi
   if [ "$rc" -eq 0 ]; then
     passed_steps=$((passed_steps + 1))
     echo "<== $name: ok ($((SECONDS - start)) s)"
@@ -118,9 +122,15 @@ step soak cargo run --release --locked -p tidemark-cli -- simulate --duration 20
 # A real PostgreSQL slot: 20 s `tidemark pg` with one kill and one wedge, plus the electric
 # baseline; the script starts and stops the cluster (SKIPPED if it cannot be started).
 step pg scripts/pg-test.sh
+# Fuzzing: every cargo-fuzz target for a bounded time under AddressSanitizer (SKIPPED when the
+# nightly toolchain or cargo-fuzz cannot be installed).
+step fuzz scripts/fuzz.sh
+# miri: the tests of the unsafe code (ring, writer table, delivery log, C ABI checks) on 3 seeds
+# (SKIPPED when the miri components cannot be installed).
+step miri scripts/miri.sh
 
 echo
-echo "steps: $passed_steps ok, ${#failed_steps[@]} failed${failed_steps[*]:+ (${failed_steps[*]})}"
+echo "steps: $passed_steps ok, ${#failed_steps[@]} failed${failed_steps[*]:+ (${failed_steps[*]})}, ${#skipped_steps[@]} SKIPPED${skipped_steps[*]:+ (${skipped_steps[*]})}"
 if [ "${#failed_steps[@]}" -gt 0 ] && [ "$total_failed" -eq 0 ]; then
   # A step failed without a failing test (a lint, a build error): still count it.
   total_failed=${#failed_steps[@]}
