@@ -516,10 +516,9 @@ fn push_timeout_waiter_is_released_by_stop() {
         thread::spawn(move || buffer.push_timeout(id_msg(1), None, Duration::from_secs(30)))
     };
     thread::sleep(Duration::from_millis(20));
-    let started = Instant::now();
     let report = buffer.stop(buffer.now());
     let e = waiter.join().unwrap().unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // Released by the stop, not by its 30 s timeout: a timed-out push is refused as `Full`.
     assert!(matches!(
         e.reason,
         PushRefusal::Stopping | PushRefusal::Closed
