@@ -11,6 +11,7 @@
 
 use std::process::ExitCode;
 
+mod common;
 mod pg;
 mod replay;
 mod simulate;

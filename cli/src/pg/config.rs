@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::common::duration;
+
 /// The local cluster of `scripts/pg.sh` (port `TIDEMARK_PG_PORT`, default 54329).
 pub(crate) const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:54329/postgres";
 
@@ -293,7 +295,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
                     other => return Err(format!("pg: unknown --tracker `{other}`")),
                 }
             }
-            "--duration" => c.duration = duration(flag, value()?)?,
+            "--duration" => c.duration = duration("pg", flag, value()?)?,
             "--writers" => c.writers = number(flag, value()?)?,
             "--rate" => c.rate = number(flag, value()?)?,
             "--keys" => c.keys_per_writer = number(flag, value()?)?,
@@ -397,7 +399,7 @@ fn faults(v: &str) -> Result<Vec<FaultSpec>, String> {
     v.split(',')
         .map(|item| {
             let (kind, at) = match item.split_once('@') {
-                Some((k, t)) => (k, Some(duration("--faults", t)?.as_millis() as u64)),
+                Some((k, t)) => (k, Some(duration("pg", "--faults", t)?.as_millis() as u64)),
                 None => (item, None),
             };
             let kind = match kind.trim() {
@@ -432,58 +434,6 @@ fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     cleaned
         .parse()
         .map_err(|_| format!("pg: {flag} wants a number, got `{v}`"))
-}
-
-/// `10`, `10s`, `500ms`, `2m`.
-fn duration(flag: &str, v: &str) -> Result<Duration, String> {
-    let err = || format!("pg: {flag} wants e.g. 20s or 500ms, got `{v}`");
-    let (digits, unit) = match v.find(|ch: char| !ch.is_ascii_digit() && ch != '.') {
-        Some(i) => v.split_at(i),
-        None => (v, "s"),
-    };
-    let n: f64 = digits.parse().map_err(|_| err())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(err()),
-    };
-    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
-        return Err(err());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// SplitMix64, one stream per purpose, so the choices (not the interleaving) are reproducible.
-#[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    /// The stream `stream` of seed `seed`.
-    pub(crate) fn new(seed: u64, stream: u64) -> Rng {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        r.next_u64();
-        r
-    }
-
-    /// The next 64 random bits.
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-
-    /// True with probability `p`.
-    pub(crate) fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@
 
 use tidemark::EvictReason;
 
-use super::config::{Config, FaultKind, Rng};
+use super::config::{Config, FaultKind};
+use crate::common::Rng;
 
 /// One planned fault.
 #[derive(Clone, Copy, Debug)]

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use super::config::Rng;
 use super::decode::Row;
 use super::pipeline::Shared;
 use super::sql::{self, NOISE_ROWS, NOISE_TABLE, TABLES, full};
+use crate::common::Rng;
 
 /// What the load generator did.
 #[derive(Clone, Debug)]

@@ -3,17 +3,14 @@
 //! streamed commit, and (with tidemark) who pins the ack.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::pipeline::Shared;
 use super::report::kib;
+use crate::common::{LiveLine, pin_text};
 
 /// The live line.
 pub(crate) struct Progress {
-    bar: Option<ProgressBar>,
-    last: Instant,
+    line: LiveLine,
     last_commits: u64,
     last_rows: u64,
 }
@@ -21,18 +18,8 @@ pub(crate) struct Progress {
 impl Progress {
     /// Draws only when `enabled` (the caller checks that stdout is a terminal).
     pub(crate) fn new(enabled: bool) -> Progress {
-        let bar = enabled.then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout_with_hz(8));
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {elapsed:>3} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(125));
-            bar
-        });
         Progress {
-            bar,
-            last: Instant::now(),
+            line: LiveLine::new(enabled),
             last_commits: 0,
             last_rows: 0,
         }
@@ -40,14 +27,9 @@ impl Progress {
 
     /// Refreshes the line at most five times a second.
     pub(crate) fn tick(&mut self, sh: &Shared, phase: &str) {
-        let Some(bar) = &self.bar else {
+        let Some((bar, dt)) = self.line.due() else {
             return;
         };
-        let dt = self.last.elapsed();
-        if dt < Duration::from_millis(200) {
-            return;
-        }
-        self.last = Instant::now();
         let commits = sh.disp.commits.load(Ordering::Relaxed);
         let rows = sh.disp.rows.load(Ordering::Relaxed);
         let per_s = |now: u64, before: u64| now.saturating_sub(before) as f64 / dt.as_secs_f64();
@@ -63,18 +45,7 @@ impl Progress {
         let tracker = match sh.source.tracker() {
             Some(t) => {
                 let st = t.stats(sh.now_ms());
-                let pin = st.pinning.map_or_else(
-                    || "none".to_owned(),
-                    |p| {
-                        let mut s = format!("{} {} ms", p.writer.index(), p.ms_since_progress);
-                        if p.orphaned {
-                            s.push_str(" orphaned");
-                        } else if p.challenged {
-                            s.push_str(" challenged");
-                        }
-                        s
-                    },
-                );
+                let pin = pin_text(st.pinning);
                 let ev = st.evicted_crashed + st.evicted_orphaned + st.evicted_stalled;
                 format!(" | pending {} | pin {pin} | evicted {ev}", st.pending)
             }
@@ -92,8 +63,6 @@ impl Progress {
 
     /// Clears the line.
     pub(crate) fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        self.line.finish();
     }
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::common::duration;
+
 /// The flags (see [`HELP`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -147,7 +149,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--json" => c.json = true,
             "--no-progress" => c.progress = false,
-            "--duration" => c.duration = duration(value()?)?,
+            "--duration" => c.duration = duration("simulate", flag, value()?)?,
             "--writers" => c.writers = number(flag, value()?)?,
             "--rate" => c.rate = Some(number(flag, value()?)?),
             "--faults" => c.faults = number(flag, value()?)?,
@@ -232,59 +234,6 @@ fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
         .map_err(|_| format!("simulate: {flag} wants a number, got `{v}`"))
 }
 
-/// `10`, `10s`, `500ms`, `2m`.
-fn duration(v: &str) -> Result<Duration, String> {
-    let err = || format!("simulate: --duration wants e.g. 10s or 500ms, got `{v}`");
-    let (digits, unit) = match v.find(|ch: char| !ch.is_ascii_digit() && ch != '.') {
-        Some(i) => v.split_at(i),
-        None => (v, "s"),
-    };
-    let n: f64 = digits.parse().map_err(|_| err())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(err()),
-    };
-    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
-        return Err(err());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// SplitMix64: small, fast and good enough for workload choices. Every thread derives its own
-/// stream from the seed, so the choices (not the thread interleaving) are reproducible.
-#[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    /// The stream `stream` of seed `seed`.
-    pub(crate) fn new(seed: u64, stream: u64) -> Rng {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        r.next_u64();
-        r
-    }
-
-    /// The next 64 random bits.
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-
-    /// True with probability `p`.
-    pub(crate) fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,16 +264,5 @@ mod tests {
         assert!(parse(&args("--bogus")).is_err());
         assert!(parse(&args("--writers")).is_err());
         assert!(parse(&args("--capacity 4 --max-batch 8")).is_err());
-    }
-
-    #[test]
-    fn rng_is_reproducible_and_in_range() {
-        let (mut a, mut b) = (Rng::new(7, 1), Rng::new(7, 1));
-        for _ in 0..1000 {
-            let x = a.below(10);
-            assert_eq!(x, b.below(10));
-            assert!(x < 10);
-        }
-        assert_ne!(Rng::new(7, 1).next_u64(), Rng::new(7, 2).next_u64());
     }
 }

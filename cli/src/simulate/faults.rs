@@ -13,7 +13,8 @@
 
 use tidemark::EvictReason;
 
-use super::config::{Config, Rng};
+use super::config::Config;
+use crate::common::Rng;
 
 /// A fault kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use tidemark::batch::{Clock, SystemClock};
 
-use config::{Config, Parsed, Rng};
+use crate::common::Rng;
+use config::{Config, Parsed};
 use faults::{FaultKind, Record};
 use pipeline::{Cmd, Shared, Worker, mode};
 use progress::Progress;

@@ -27,9 +27,10 @@ use tidemark::batch::{
 };
 use tidemark::{DownClass, Event, EvictReason, Offset, Tracker, TrackerError, WriterId};
 
-use super::config::{Bug, Config, Rng};
+use super::config::{Bug, Config};
 use super::faults::{FaultKind, Record};
 use super::observer::Observer;
+use crate::common::Rng;
 
 /// Writer modes (who sets them: the owning worker, except `EVICTED`: the sweeper or the
 /// sequencer after a rejected commit).

@@ -1,15 +1,11 @@
 //! Live progress on the terminal (indicatif), hidden when stdout is not a terminal.
 
-use std::time::{Duration, Instant};
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
 use super::pipeline::Shared;
+use crate::common::{LiveLine, pin_text};
 
 /// The live line: rates since the previous refresh and the tracker's state.
 pub(crate) struct Progress {
-    bar: Option<ProgressBar>,
-    last: Instant,
+    line: LiveLine,
     last_commits: u64,
     last_flushes: u64,
     last_messages: u64,
@@ -18,18 +14,8 @@ pub(crate) struct Progress {
 impl Progress {
     /// Draws only when `enabled` (the caller checks that stdout is a terminal).
     pub(crate) fn new(enabled: bool) -> Progress {
-        let bar = enabled.then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout_with_hz(8));
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {elapsed:>3} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(125));
-            bar
-        });
         Progress {
-            bar,
-            last: Instant::now(),
+            line: LiveLine::new(enabled),
             last_commits: 0,
             last_flushes: 0,
             last_messages: 0,
@@ -38,33 +24,15 @@ impl Progress {
 
     /// Refreshes the line at most five times a second.
     pub(crate) fn tick(&mut self, sh: &Shared, phase: &str) {
-        let Some(bar) = &self.bar else {
+        let Some((bar, dt)) = self.line.due() else {
             return;
         };
-        let dt = self.last.elapsed();
-        if dt < Duration::from_millis(200) {
-            return;
-        }
-        self.last = Instant::now();
         let now_ms = sh.now_ms();
         let st = sh.tracker.stats(now_ms);
         let commits = sh.seq.0.commits.load(std::sync::atomic::Ordering::Relaxed);
         let messages = sh.work_sum(|c| &c.delivered);
         let per_s = |now: u64, before: u64| (now.saturating_sub(before)) as f64 / dt.as_secs_f64();
-        let pin = st.pinning.map_or_else(
-            || "none".to_owned(),
-            |p| {
-                let mut s = format!("{} {} ms", p.writer.index(), p.ms_since_progress);
-                if p.orphaned {
-                    s.push_str(" orphaned");
-                } else if p.challenged {
-                    s.push_str(" challenged");
-                } else if p.paused {
-                    s.push_str(" paused");
-                }
-                s
-            },
-        );
+        let pin = pin_text(st.pinning);
         let evictions = st.evicted_crashed + st.evicted_orphaned + st.evicted_stalled;
         bar.set_message(format!(
             "{phase} | commits/s {} | flushes/s {} | msgs/s {} | lag {} | pending {} | pin {pin} | evicted {evictions}",
@@ -81,9 +49,7 @@ impl Progress {
 
     /// Clears the line.
     pub(crate) fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        self.line.finish();
     }
 }
 
