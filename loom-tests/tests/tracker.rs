@@ -14,7 +14,7 @@
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
-use tidemark::{DownClass, Offset, Tracker, TrackerError, TrackerOptions, WriterStatus};
+use tidemark::{DownClass, Offset, Tracker, TrackerError, TrackerOptions, WriterId, WriterStatus};
 
 fn o(tx: u64) -> Offset {
     Offset::new(tx, 0)
@@ -38,17 +38,23 @@ fn tracker(grace: u64) -> Arc<Tracker> {
     )
 }
 
+/// A tracker with two writers: `a` owes commit 1, `b` owes commit 2 (the ack is 0).
+fn a_owes_1_b_owes_2() -> (Arc<Tracker>, WriterId, WriterId) {
+    let t = tracker(60_000);
+    let a = t.register().unwrap();
+    let b = t.register().unwrap();
+    t.commit(o(1), &[a], 0).unwrap();
+    t.commit(o(2), &[b], 0).unwrap();
+    (t, a, b)
+}
+
 /// Two writers pinning consecutive commits report concurrently; a reader checks that any ack it
 /// sees is backed by the flush claims made *before* the reports (safety), and acks are
 /// monotonic; at the end the ack is the last commit (liveness: no lost drain request).
 #[test]
 fn two_flushers_race_the_ack_publication() {
     loom::model(|| {
-        let t = tracker(60_000);
-        let a = t.register().unwrap();
-        let b = t.register().unwrap();
-        t.commit(o(1), &[a], 0).unwrap();
-        t.commit(o(2), &[b], 0).unwrap();
+        let (t, a, b) = a_owes_1_b_owes_2();
         let claimed_a = Arc::new(AtomicBool::new(false));
         let claimed_b = Arc::new(AtomicBool::new(false));
 
@@ -114,11 +120,7 @@ fn commit_races_a_report_from_the_same_writer() {
 #[test]
 fn remove_races_a_flush_report() {
     loom::model(|| {
-        let t = tracker(60_000);
-        let a = t.register().unwrap();
-        let b = t.register().unwrap();
-        t.commit(o(1), &[a], 0).unwrap();
-        t.commit(o(2), &[b], 0).unwrap();
+        let (t, a, b) = a_owes_1_b_owes_2();
         let h = {
             let t = t.clone();
             thread::spawn(move || t.remove(a).unwrap())
@@ -213,11 +215,7 @@ fn committer_and_a_flusher_with_partial_progress() {
     // report: the extend, partial-progress and completion CASes on `a`'s entry interleave
     // with the commit's delivery; `b`'s completion then releases what `a` no longer owes.
     bounded(3).check(|| {
-        let t = tracker(60_000);
-        let a = t.register().unwrap();
-        let b = t.register().unwrap();
-        t.commit(o(1), &[a], 0).unwrap();
-        t.commit(o(2), &[b], 0).unwrap();
+        let (t, a, b) = a_owes_1_b_owes_2();
         let claimed_a1 = Arc::new(AtomicBool::new(false));
         let fa = {
             let (t, c) = (t.clone(), claimed_a1.clone());
