@@ -245,6 +245,22 @@ typedef struct tidemark_message {
   bool has_offset;
 } tidemark_message;
 
+// One message of a packed push (`tidemark_batch_buffer_push_packed`) or of a batch view
+// (`tidemark_batch_view`): its length (its bytes follow the previous message's in the payload
+// buffer) and its offset.
+typedef struct tidemark_msg_desc {
+  // Payload length in bytes.
+  uint64_t len;
+  // The message's log offset (valid when `has_offset`).
+  struct tidemark_offset offset;
+  // Whether the message carries an offset (0 or 1; anything else is `INVALID_ARGUMENT`).
+  bool has_offset;
+} tidemark_msg_desc;
+
+// A notification callback (see `tidemark_batch_buffer_set_notify`): called with the `ctx`
+// it was registered with.
+typedef void (*tidemark_notify_fn)(void *ctx);
+
 // Counters and gauges of a batch buffer, from `tidemark_batch_buffer_stats`.
 typedef struct tidemark_batch_buffer_counters {
   // Messages accepted.
@@ -295,6 +311,20 @@ typedef struct tidemark_batch_summary {
   // Why it was emitted.
   tidemark_trigger trigger;
 } tidemark_batch_summary;
+
+// A borrowed view of a whole batch (`tidemark_batch_view`): valid until the batch handle is
+// released.
+typedef struct tidemark_batch_view {
+  // Every payload, back to back, oldest first (never NULL; not to be read when
+  // `payload_len` is 0).
+  const uint8_t *payload;
+  // Total payload bytes (the batch's `bytes`).
+  size_t payload_len;
+  // One descriptor per message, oldest first.
+  const struct tidemark_msg_desc *descs;
+  // Number of messages.
+  size_t len;
+} tidemark_batch_view;
 
 // The counts of a stop report, from `tidemark_stop_report_counts`. They balance:
 // `accepted == delivered + failed + handed_back`.
@@ -535,6 +565,32 @@ tidemark_status tidemark_batch_buffer_push_many(const struct tidemark_batch_buff
                                                 size_t *out_accepted,
                                                 tidemark_status *out_refusal);
 
+// Accepts copies of the longest prefix of `n` messages packed in one payload buffer (one
+// reservation per 64 messages), never blocking: message `i` is the next `descs[i].len` bytes of `payload`
+// (messages back to back, in order) with `descs[i]`'s offset. No per-message allocation: the
+// bytes are copied straight into the buffer's arena. Returns `OK` once the call ran:
+// `*out_accepted` receives how many messages (from the front) were taken, and
+// `*out_refusal` `OK` when all were, or why the first one left was refused (`FULL`,
+// `STOPPING`, `CLOSED`, `TOO_LARGE`). The caller keeps its buffers. Malformed input refuses
+// the whole call, with nothing taken and nothing written: `INVALID_ARGUMENT` when the lengths
+// do not add up to exactly `payload_len` or a `has_offset` byte is neither 0 nor 1;
+// `NULL_ARGUMENT` for NULL `payload` with a non-zero `payload_len` (or NULL `descs` with a
+// non-zero `n`).
+//
+// # Safety
+// - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).
+// - `payload` is NULL or points to `payload_len` readable bytes, untouched by others during the call.
+// - `descs` is NULL or points to `n` readable `tidemark_msg_desc`, untouched by others during the call (may be NULL when `n` is 0).
+// - `out_accepted` is NULL or points to writable memory for one `usize`.
+// - `out_refusal` is NULL or points to writable memory for one `tidemark_status`.
+tidemark_status tidemark_batch_buffer_push_packed(const struct tidemark_batch_buffer *buffer,
+                                                  const uint8_t *payload,
+                                                  size_t payload_len,
+                                                  const struct tidemark_msg_desc *descs,
+                                                  size_t n,
+                                                  size_t *out_accepted,
+                                                  tidemark_status *out_refusal);
+
 // The sink's non-blocking take. `OK`: `*out_batch` receives a batch the caller owns (give it
 // back with ack or nack). `WOULD_BLOCK`: nothing ready; `*out_wait_us` receives the time until
 // the next linger deadline, or `UINT64_MAX` when none is pending (poll again after a push or
@@ -547,6 +603,37 @@ tidemark_status tidemark_batch_buffer_push_many(const struct tidemark_batch_buff
 tidemark_status tidemark_batch_buffer_poll_batch(const struct tidemark_batch_buffer *buffer,
                                                  struct tidemark_batch **out_batch,
                                                  uint64_t *out_wait_us);
+
+// Registers (or with a NULL `f` removes) the callback that tells an armed sink to look again
+// (see `tidemark_batch_buffer_poll_batch_notify`). `f(ctx)` runs on the thread whose call made
+// the batch due (a push, an ack or nack, a stop: any thread), after the buffer's locks are
+// released; it must only signal (send a message, write to a pipe, post a semaphore) and must
+// not block, unwind, or call back into this buffer. `ctx` must stay valid until the buffer is
+// freed (a call already under way when the callback is replaced may still use the old one).
+//
+// # Safety
+// - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).
+// - `f` is NULL or a function callable from any thread with `ctx` until the buffer is freed.
+tidemark_status tidemark_batch_buffer_set_notify(const struct tidemark_batch_buffer *buffer,
+                                                 tidemark_notify_fn f,
+                                                 void *ctx);
+
+// The sink's non-blocking take for hosts without a thread to block (a BEAM process, an event
+// loop): like `tidemark_batch_buffer_poll_batch`, and on `WOULD_BLOCK` it also *arms* the
+// notify callback, which is then called once: when a push reaches a size trigger (or, with
+// nothing buffered, the first message arrives), or an ack, nack or stop changes what the sink
+// may do. Linger deadlines are not notified: `*out_wait_us` says when to poll again
+// (`UINT64_MAX`: only on notification). So the sink loops: poll-notify; on `WOULD_BLOCK`,
+// wait for the callback's signal or the wait time, whichever comes first. A signal may be
+// spurious; none is lost between the poll and the arming.
+//
+// # Safety
+// - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).
+// - `out_batch` is NULL or points to writable memory for one pointer (it receives a new batch handle).
+// - `out_wait_us` is NULL or points to writable memory for one `u64`.
+tidemark_status tidemark_batch_buffer_poll_batch_notify(const struct tidemark_batch_buffer *buffer,
+                                                        struct tidemark_batch **out_batch,
+                                                        uint64_t *out_wait_us);
 
 // The sink's blocking take: waits up to `timeout_ms` for a batch. `OK`: `*out_batch` receives a
 // batch the caller owns. `TIMEOUT` or `CLOSED` otherwise. Blocking: not for BEAM schedulers.
@@ -650,6 +737,18 @@ tidemark_status tidemark_batch_messages(const struct tidemark_batch *batch,
                                         struct tidemark_message *out,
                                         size_t cap,
                                         size_t *out_n);
+
+// On `OK`, `*out` receives a borrowed view of the whole batch in one call: every payload back
+// to back (`payload`, `payload_len` = the batch's `bytes`) and one descriptor per message
+// (`descs`, `len`), oldest first; message `i` is the next `descs[i].len` bytes. Nothing is
+// copied. The view points into the batch: valid until the batch handle is released (ack,
+// nack or `tidemark_batch_free`); do not write through it or free it.
+//
+// # Safety
+// - `batch` is NULL or a live batch handle (not freed, and not freed during the call).
+// - `out` is NULL or points to writable memory for one `tidemark_batch_view`.
+tidemark_status tidemark_batch_view(const struct tidemark_batch *batch,
+                                    struct tidemark_batch_view *out);
 
 // Copies every payload of the batch, back to back and oldest first, into `dst[0..cap)` (one
 // crossing for a host that wants its own copy; lengths come from `tidemark_batch_messages` or

@@ -4,6 +4,7 @@ use std::fmt;
 ///
 /// `tx` is the transaction's commit position (an LSN, a Kafka offset); `op` is the position
 /// inside the transaction. A commit is handed to the tracker with its *last* offset.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Offset {
     /// The transaction's commit position.

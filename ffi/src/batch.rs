@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tidemark_core::WriterId;
 use tidemark_core::batch::{
-    AckError, Batch, BatchBuffer, BatchConfig, FlushError, Message, Poll, PushRefusal, StopReport,
-    TakeError, TrackerLink,
+    AckError, Batch, BatchBuffer, BatchConfig, FlushError, MessageRef, Poll, PushRefusal,
+    StopReport, TakeError, TrackerLink,
 };
 
 use crate::cast::{self, Kind};
@@ -78,24 +78,25 @@ fn deadline(b: &BatchBuffer, timeout_ms: u64) -> Duration {
     b.now().checked_add(ms(timeout_ms)).unwrap_or(Duration::MAX)
 }
 
-/// Copies a caller's message into an owned one, after checking that the buffer could ever hold
-/// it: a message above `capacity_bytes` (a lying length included) is refused as `TOO_LARGE`
-/// before any byte is read or copied.
+/// Borrows a caller's message, after checking that the buffer could ever hold it: a message
+/// above `capacity_bytes` (a lying length included) is refused as `TOO_LARGE` before any byte
+/// is read.
 ///
 /// # Safety
-/// `m.data` must be NULL or point to `m.len` readable bytes (when `m.len` fits the buffer).
-unsafe fn owned(b: &BatchBuffer, m: &tidemark_message) -> Result<Message, tidemark_status> {
+/// `m.data` must be NULL or point to `m.len` readable bytes (when `m.len` fits the buffer),
+/// for the lifetime `'a`.
+unsafe fn borrowed<'a>(
+    b: &BatchBuffer,
+    m: &'a tidemark_message,
+) -> Result<MessageRef<'a>, tidemark_status> {
     if m.len as u64 > b.capacity_bytes() {
         b.count_refused(PushRefusal::TooLarge, 1);
         return Err(tidemark_status::TooLarge);
     }
     let offset = m.offset()?;
     // SAFETY: forwarded contract.
-    let bytes = unsafe { cast::slice(m.data, m.len)? };
-    Ok(Message {
-        payload: bytes.to_vec(),
-        offset,
-    })
+    let payload = unsafe { cast::slice(m.data, m.len)? };
+    Ok(MessageRef { payload, offset })
 }
 
 /// Fills `*out` with the default configuration: 512 messages / 1 MiB / 5 ms per batch,
@@ -195,8 +196,8 @@ pub unsafe extern "C" fn tidemark_batch_buffer_try_push(
         // SAFETY: C contract: a live handle; a valid message whose bytes are readable.
         let (b, m) = unsafe { (self::buffer(buffer)?, cast::input(message)?) };
         // SAFETY: as above (the bytes are read only once the length fits the buffer).
-        let m = unsafe { owned(b, m)? };
-        b.push_message(m).map_err(|e| refusal_status(e.reason))
+        let m = unsafe { borrowed(b, m)? };
+        b.try_push_slice(m.payload, m.offset).map_err(refusal_status)
     })
 }
 
@@ -216,9 +217,9 @@ pub unsafe extern "C" fn tidemark_batch_buffer_push_timeout(
         // SAFETY: C contract: as for try_push.
         let (b, m) = unsafe { (self::buffer(buffer)?, cast::input(message)?) };
         // SAFETY: as above (the bytes are read only once the length fits the buffer).
-        let m = unsafe { owned(b, m)? };
-        b.push_timeout(m.payload, m.offset, ms(timeout_ms))
-            .map_err(|e| refusal_status(e.reason))
+        let m = unsafe { borrowed(b, m)? };
+        b.push_slice_timeout(m.payload, m.offset, ms(timeout_ms))
+            .map_err(refusal_status)
     })
 }
 
@@ -276,19 +277,19 @@ pub unsafe extern "C" fn tidemark_batch_buffer_push_many(
                 break;
             }
         }
-        let owned = ms[..take]
+        let refs = ms[..take]
             .iter()
             // SAFETY: C contract: each message's bytes are readable; lengths checked above.
-            .map(|m| unsafe { owned(b, m) })
+            .map(|m| unsafe { borrowed(b, m) })
             .collect::<Result<Vec<_>, _>>()?;
         // The messages never passed on are refused with the reason of the first refused one.
         let unpassed = (n - take) as u64;
-        let (accepted, reason) = if owned.is_empty() {
+        let (accepted, reason) = if refs.is_empty() {
             (0, (n > 0).then_some(PushRefusal::TooLarge))
         } else {
-            match b.push_many(owned) {
-                Ok(()) => (take, too_large.then_some(PushRefusal::TooLarge)),
-                Err(e) => (e.accepted, Some(e.reason)),
+            match b.push_refs(&refs) {
+                (k, None) => (k, too_large.then_some(PushRefusal::TooLarge)),
+                (k, Some(r)) => (k, Some(r)),
             }
         };
         let refusal = match reason {
@@ -300,6 +301,89 @@ pub unsafe extern "C" fn tidemark_batch_buffer_push_many(
             }
             None => tidemark_status::Ok,
         };
+        out_accepted.write(accepted);
+        out_refusal.write(refusal);
+        Ok(())
+    })
+}
+
+/// Accepts copies of the longest prefix of `n` messages packed in one payload buffer (one
+/// reservation per 64 messages), never blocking: message `i` is the next `descs[i].len` bytes of `payload`
+/// (messages back to back, in order) with `descs[i]`'s offset. No per-message allocation: the
+/// bytes are copied straight into the buffer's arena. Returns `OK` once the call ran:
+/// `*out_accepted` receives how many messages (from the front) were taken, and
+/// `*out_refusal` `OK` when all were, or why the first one left was refused (`FULL`,
+/// `STOPPING`, `CLOSED`, `TOO_LARGE`). The caller keeps its buffers. Malformed input refuses
+/// the whole call, with nothing taken and nothing written: `INVALID_ARGUMENT` when the lengths
+/// do not add up to exactly `payload_len` or a `has_offset` byte is neither 0 nor 1;
+/// `NULL_ARGUMENT` for NULL `payload` with a non-zero `payload_len` (or NULL `descs` with a
+/// non-zero `n`).
+///
+/// # Safety
+/// - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).
+/// - `payload` is NULL or points to `payload_len` readable bytes, untouched by others during the call.
+/// - `descs` is NULL or points to `n` readable `tidemark_msg_desc`, untouched by others during the call (may be NULL when `n` is 0).
+/// - `out_accepted` is NULL or points to writable memory for one `usize`.
+/// - `out_refusal` is NULL or points to writable memory for one `tidemark_status`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidemark_batch_buffer_push_packed(
+    buffer: *const tidemark_batch_buffer,
+    payload: *const u8,
+    payload_len: usize,
+    descs: *const tidemark_msg_desc,
+    n: usize,
+    out_accepted: *mut usize,
+    out_refusal: *mut tidemark_status,
+) -> tidemark_status {
+    boundary!({
+        // SAFETY: C contract: a live handle; `payload_len` readable bytes; `n` readable
+        // descriptors; two writable results.
+        let (b, bytes, ds, out_accepted, out_refusal) = unsafe {
+            (
+                self::buffer(buffer)?,
+                cast::slice(payload, payload_len)?,
+                cast::slice(descs, n)?,
+                cast::out(out_accepted)?,
+                cast::out(out_refusal)?,
+            )
+        };
+        // Validate everything first (lengths must tile the payload exactly).
+        let mut total = 0u64;
+        for d in ds {
+            d.has_offset.get()?;
+            total = total
+                .checked_add(d.len)
+                .ok_or(tidemark_status::InvalidArgument)?;
+        }
+        if total != payload_len as u64 {
+            return Err(tidemark_status::InvalidArgument);
+        }
+        // In chunks, so a huge call needs no allocation proportional to it.
+        const CHUNK: usize = 64;
+        let mut refs: Vec<MessageRef<'_>> = Vec::with_capacity(CHUNK.min(n));
+        let (mut at, mut accepted, mut refusal) = (0usize, 0usize, tidemark_status::Ok);
+        for chunk in ds.chunks(CHUNK) {
+            refs.clear();
+            for d in chunk {
+                let len = d.len as usize; // fits: the lengths add up to payload_len
+                refs.push(MessageRef {
+                    payload: &bytes[at..at + len],
+                    offset: d.offset()?,
+                });
+                at += len;
+            }
+            let (k, reason) = b.push_refs(&refs);
+            accepted += k;
+            if let Some(r) = reason {
+                refusal = refusal_status(r);
+                // The messages of later chunks are refused for the same reason.
+                let later = (n - accepted - (refs.len() - k)) as u64;
+                if later > 0 {
+                    b.count_refused(r, later);
+                }
+                break;
+            }
+        }
         out_accepted.write(accepted);
         out_refusal.write(refusal);
         Ok(())
@@ -330,19 +414,111 @@ pub unsafe extern "C" fn tidemark_batch_buffer_poll_batch(
                 cast::out(out_wait_us)?,
             )
         };
-        match b.poll_batch(b.now()) {
-            Poll::Ready(batch) => {
-                out_batch.write(cast::into_raw(batch));
-                Ok(())
-            }
-            Poll::Wait(d) => {
-                out_wait
-                    .write(d.map_or(u64::MAX, |d| d.as_micros().min(u64::MAX as u128 - 1) as u64));
-                Err(tidemark_status::WouldBlock)
-            }
-            Poll::Closed => Err(tidemark_status::Closed),
-        }
+        poll_result(b.poll_batch(b.now()), out_batch, out_wait)
     })
+}
+
+/// A notification callback (see `tidemark_batch_buffer_set_notify`): called with the `ctx`
+/// it was registered with.
+pub type tidemark_notify_fn = Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void)>;
+
+/// The registered callback and its context, callable from any thread.
+struct CNotify {
+    f: unsafe extern "C" fn(*mut std::ffi::c_void),
+    ctx: *mut std::ffi::c_void,
+}
+
+impl CNotify {
+    fn call(&self) {
+        // SAFETY: `tidemark_batch_buffer_set_notify`'s contract: callable from any thread with
+        // `ctx` while the buffer lives (and the buffer owns this value).
+        unsafe { (self.f)(self.ctx) }
+    }
+}
+
+// SAFETY: `tidemark_batch_buffer_set_notify`'s contract makes the callback callable from any
+// thread with `ctx`, for as long as the buffer lives.
+unsafe impl Send for CNotify {}
+// SAFETY: as for `Send`: concurrent calls are allowed by the same contract.
+unsafe impl Sync for CNotify {}
+
+/// Registers (or with a NULL `f` removes) the callback that tells an armed sink to look again
+/// (see `tidemark_batch_buffer_poll_batch_notify`). `f(ctx)` runs on the thread whose call made
+/// the batch due (a push, an ack or nack, a stop: any thread), after the buffer's locks are
+/// released; it must only signal (send a message, write to a pipe, post a semaphore) and must
+/// not block, unwind, or call back into this buffer. `ctx` must stay valid until the buffer is
+/// freed (a call already under way when the callback is replaced may still use the old one).
+///
+/// # Safety
+/// - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).
+/// - `f` is NULL or a function callable from any thread with `ctx` until the buffer is freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidemark_batch_buffer_set_notify(
+    buffer: *const tidemark_batch_buffer,
+    f: tidemark_notify_fn,
+    ctx: *mut std::ffi::c_void,
+) -> tidemark_status {
+    boundary!({
+        // SAFETY: C contract: a live handle.
+        let b = unsafe { self::buffer(buffer)? };
+        let notifier = f.map(|f| {
+            let n = CNotify { f, ctx };
+            let call: tidemark_core::batch::Notifier = Arc::new(move || n.call());
+            call
+        });
+        b.set_notifier(notifier);
+        Ok(())
+    })
+}
+
+/// The sink's non-blocking take for hosts without a thread to block (a BEAM process, an event
+/// loop): like `tidemark_batch_buffer_poll_batch`, and on `WOULD_BLOCK` it also *arms* the
+/// notify callback, which is then called once: when a push reaches a size trigger (or, with
+/// nothing buffered, the first message arrives), or an ack, nack or stop changes what the sink
+/// may do. Linger deadlines are not notified: `*out_wait_us` says when to poll again
+/// (`UINT64_MAX`: only on notification). So the sink loops: poll-notify; on `WOULD_BLOCK`,
+/// wait for the callback's signal or the wait time, whichever comes first. A signal may be
+/// spurious; none is lost between the poll and the arming.
+///
+/// # Safety
+/// - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).
+/// - `out_batch` is NULL or points to writable memory for one pointer (it receives a new batch handle).
+/// - `out_wait_us` is NULL or points to writable memory for one `u64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidemark_batch_buffer_poll_batch_notify(
+    buffer: *const tidemark_batch_buffer,
+    out_batch: *mut *mut tidemark_batch,
+    out_wait_us: *mut u64,
+) -> tidemark_status {
+    boundary!({
+        // SAFETY: C contract: a live handle; two writable results.
+        let (b, out_batch, out_wait) = unsafe {
+            (
+                self::buffer(buffer)?,
+                cast::out(out_batch)?,
+                cast::out(out_wait_us)?,
+            )
+        };
+        poll_result(b.poll_batch_notify(b.now()), out_batch, out_wait)
+    })
+}
+
+fn poll_result(
+    poll: Poll,
+    out_batch: cast::Out<*mut tidemark_batch>,
+    out_wait: cast::Out<u64>,
+) -> Result<(), tidemark_status> {
+    match poll {
+        Poll::Ready(batch) => {
+            out_batch.write(cast::into_raw(batch));
+            Ok(())
+        }
+        Poll::Wait(d) => {
+            out_wait.write(d.map_or(u64::MAX, |d| d.as_micros().min(u64::MAX as u128 - 1) as u64));
+            Err(tidemark_status::WouldBlock)
+        }
+        Poll::Closed => Err(tidemark_status::Closed),
+    }
 }
 
 /// The sink's blocking take: waits up to `timeout_ms` for a batch. `OK`: `*out_batch` receives a
@@ -595,10 +771,37 @@ pub unsafe extern "C" fn tidemark_batch_messages(
         if dst.len() < b.len() {
             return Err(tidemark_status::BufferTooSmall);
         }
-        for (i, m) in b.messages().iter().enumerate() {
+        for (i, m) in b.iter().enumerate() {
             dst.set(i, tidemark_message::view(m));
         }
         out_n.write(b.len());
+        Ok(())
+    })
+}
+
+/// On `OK`, `*out` receives a borrowed view of the whole batch in one call: every payload back
+/// to back (`payload`, `payload_len` = the batch's `bytes`) and one descriptor per message
+/// (`descs`, `len`), oldest first; message `i` is the next `descs[i].len` bytes. Nothing is
+/// copied. The view points into the batch: valid until the batch handle is released (ack,
+/// nack or `tidemark_batch_free`); do not write through it or free it.
+///
+/// # Safety
+/// - `batch` is NULL or a live batch handle (not freed, and not freed during the call).
+/// - `out` is NULL or points to writable memory for one `tidemark_batch_view`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidemark_batch_view(
+    batch: *const tidemark_batch,
+    out: *mut tidemark_batch_view,
+) -> tidemark_status {
+    boundary!({
+        // SAFETY: C contract: a live batch handle; a writable result.
+        let (b, out) = unsafe { (cast::borrow::<Batch>(batch)?, cast::out(out)?) };
+        out.write(tidemark_batch_view {
+            payload: b.payload_bytes().as_ptr(),
+            payload_len: b.payload_bytes().len(),
+            descs: tidemark_msg_desc::from_core(b.descs()).as_ptr(),
+            len: b.len(),
+        });
         Ok(())
     })
 }
@@ -634,11 +837,7 @@ pub unsafe extern "C" fn tidemark_batch_copy_payloads(
         if dst.len() < total {
             return Err(tidemark_status::BufferTooSmall);
         }
-        let mut at = 0;
-        for m in b.messages() {
-            dst.copy_at(at, &m.payload);
-            at += m.payload.len();
-        }
+        dst.copy_at(0, b.payload_bytes());
         out.write(total);
         Ok(())
     })
@@ -717,7 +916,7 @@ pub unsafe extern "C" fn tidemark_stop_report_handed_back(
             dst.set(
                 i,
                 tidemark_handed_back {
-                    message: tidemark_message::view(&h.message),
+                    message: tidemark_message::view((&h.message).into()),
                     outcome_unknown: h.outcome_unknown,
                 },
             );

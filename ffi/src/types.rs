@@ -1,6 +1,6 @@
 //! The `#[repr(C)]` types of the ABI and their conversions to and from the core's types.
 
-use tidemark_core::batch::{Message, PushRefusal, Trigger};
+use tidemark_core::batch::{MessageDesc, MessageRef, PushRefusal, Trigger};
 use tidemark_core::{EvictReason, Offset, TrackerError};
 
 use crate::tidemark_status;
@@ -312,7 +312,7 @@ pub struct tidemark_message {
 }
 
 impl tidemark_message {
-    pub(crate) fn view(m: &Message) -> tidemark_message {
+    pub(crate) fn view(m: MessageRef<'_>) -> tidemark_message {
         tidemark_message {
             data: m.payload.as_ptr(),
             len: m.payload.len(),
@@ -326,6 +326,66 @@ impl tidemark_message {
     pub(crate) fn offset(&self) -> Result<Option<Offset>, tidemark_status> {
         Ok(self.has_offset.get()?.then(|| self.offset.into()))
     }
+}
+
+/// One message of a packed push (`tidemark_batch_buffer_push_packed`) or of a batch view
+/// (`tidemark_batch_view`): its length (its bytes follow the previous message's in the payload
+/// buffer) and its offset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct tidemark_msg_desc {
+    /// Payload length in bytes.
+    pub len: u64,
+    /// The message's log offset (valid when `has_offset`).
+    pub offset: tidemark_offset,
+    /// Whether the message carries an offset (0 or 1; anything else is `INVALID_ARGUMENT`).
+    pub has_offset: CBool,
+}
+
+// The core's `MessageDesc` has this exact layout (both `repr(C)`; `bool` is one byte holding 0
+// or 1, `CBool` is a transparent byte): a batch's descriptors are lent to C in place.
+const _: () = {
+    use std::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<tidemark_msg_desc>() == size_of::<MessageDesc>());
+    assert!(align_of::<tidemark_msg_desc>() == align_of::<MessageDesc>());
+    assert!(offset_of!(tidemark_msg_desc, len) == offset_of!(MessageDesc, len));
+    assert!(offset_of!(tidemark_msg_desc, offset) == offset_of!(MessageDesc, offset));
+    assert!(offset_of!(tidemark_msg_desc, has_offset) == offset_of!(MessageDesc, has_offset));
+    assert!(size_of::<tidemark_offset>() == size_of::<Offset>());
+    assert!(offset_of!(tidemark_offset, tx) == offset_of!(Offset, tx));
+    assert!(offset_of!(tidemark_offset, op) == offset_of!(Offset, op));
+};
+
+impl tidemark_msg_desc {
+    /// The core's descriptors, seen as C descriptors (same layout, checked above).
+    pub(crate) fn from_core(d: &[MessageDesc]) -> &[tidemark_msg_desc] {
+        // SAFETY: identical size, alignment and field offsets (compile-time checks above), and
+        // every `MessageDesc` bit pattern is a valid `tidemark_msg_desc` (`bool` 0/1 is a valid
+        // `CBool` byte; `Offset` and `tidemark_offset` are two `u64`s).
+        unsafe { std::slice::from_raw_parts(d.as_ptr().cast(), d.len()) }
+    }
+
+    /// The message's offset, if it has one; `INVALID_ARGUMENT` for a `has_offset` byte that is
+    /// neither 0 nor 1.
+    pub(crate) fn offset(&self) -> Result<Option<Offset>, tidemark_status> {
+        Ok(self.has_offset.get()?.then(|| self.offset.into()))
+    }
+}
+
+/// A borrowed view of a whole batch (`tidemark_batch_view`): valid until the batch handle is
+/// released.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct tidemark_batch_view {
+    /// Every payload, back to back, oldest first (never NULL; not to be read when
+    /// `payload_len` is 0).
+    pub payload: *const u8,
+    /// Total payload bytes (the batch's `bytes`).
+    pub payload_len: usize,
+    /// One descriptor per message, oldest first.
+    pub descs: *const tidemark_msg_desc,
+    /// Number of messages.
+    pub len: usize,
 }
 
 /// Why a batch was emitted.

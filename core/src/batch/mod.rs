@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Offset;
-use crate::sync::{AtomicU64, CachePadded, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, CachePadded, Condvar, Mutex, MutexGuard, Ordering};
 
 mod link;
 mod reference;
@@ -46,12 +46,12 @@ pub use link::TrackerLink;
 pub use reference::{RefPoll, RefReport, ReferenceBatcher};
 pub use types::{
     AckError, Batch, BatchConfig, BatchId, BatchStats, Clock, ConfigError, FlushError, FlushLink,
-    HandedBack, LinkError, ManualClock, Message, Poll, PushError, PushManyError, PushRefusal,
+    HandedBack, LinkError, ManualClock, Message, MessageDesc, MessageRef, Poll, PushError, PushManyError, PushRefusal,
     StopReport, SystemClock, TakeError, Trigger,
 };
 
 use crate::sync::Backoff;
-use ring::Ring;
+use ring::{Meta, Ring};
 use sink::{Limits, Plan, Sink};
 use types::nanos;
 use word::{KICK, PRODUCER_WAITING, Phase, SLEEPING, Threshold, Word};
@@ -76,6 +76,10 @@ const MANUAL_CLOCK_SLICE: Duration = Duration::from_millis(2);
 /// parks in `next_batch`.
 const SPIN_ROUNDS: u32 = 12;
 
+/// How soon `poll_batch_notify` asks to be called again when a producer has reserved but not
+/// yet published (a window of a few instructions, unless that thread was descheduled).
+const UNPUBLISHED_RECHECK: Duration = Duration::from_micros(50);
+
 /// A bounded, multi-producer, single-sink batch buffer (docs/CONTRACT.md §5).
 ///
 /// Share it by reference or in an `Arc`. Producers call [`try_push`](Self::try_push),
@@ -84,8 +88,11 @@ const SPIN_ROUNDS: u32 = 12;
 /// then [`ack`](Self::ack) or [`nack`](Self::nack). [`stop`](Self::stop) (or dropping the buffer)
 /// accounts for every accepted message: delivered, failed, or handed back in the report.
 pub struct BatchBuffer {
-    /// The state word: phase, wake flags, reserved counts (see [`word`]).
+    /// The state word: phase, wake flags, reservation positions (see [`word`]).
     word: CachePadded<AtomicU64>,
+    /// Positions of what reached a terminal state (a [`Word`] without flags): written by the
+    /// sink side under its mutex, read by producers for the capacity check.
+    released: CachePadded<AtomicU64>,
     ring: Ring,
     limits: Limits,
     sink: Mutex<Sink>,
@@ -105,7 +112,14 @@ pub struct BatchBuffer {
     link: Option<Arc<dyn FlushLink>>,
     drop_slot: Arc<Mutex<DropSlot>>,
     owner: usize,
+    /// Called when an armed sink should look again (see [`BatchBuffer::poll_batch_notify`]).
+    notifier: Mutex<Option<Notifier>>,
+    /// A sink armed the notifier: whoever clears SLEEPING calls it (once per arming).
+    armed: AtomicBool,
 }
+
+/// The callback of [`BatchBuffer::set_notifier`].
+pub type Notifier = Arc<dyn Fn() + Send + Sync>;
 
 impl fmt::Debug for BatchBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -166,11 +180,14 @@ impl BatchBuffer {
         config.validate()?;
         let system_clock = config.clock.is_none();
         let clock: Arc<dyn Clock> = config.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let (ring, head) = Ring::new(config.capacity_messages);
-        let owner = ring.id();
+        let (ring, head) = Ring::new(config.capacity_messages, config.capacity_bytes);
+        let drop_slot = Arc::new(Mutex::new(DropSlot::default()));
+        // The buffer's identity (batches carry it): the address of an allocation it owns.
+        let owner = Arc::as_ptr(&drop_slot) as usize;
         let now = nanos(clock.now());
         Ok(BatchBuffer {
             word: CachePadded::new(AtomicU64::new(0)),
+            released: CachePadded::new(AtomicU64::new(0)),
             ring,
             limits: Limits {
                 max_messages: config.max_messages,
@@ -197,8 +214,10 @@ impl BatchBuffer {
             clock,
             system_clock,
             link: config.flush_link,
-            drop_slot: Arc::new(Mutex::new(DropSlot::default())),
+            drop_slot,
             owner,
+            notifier: Mutex::new(None),
+            armed: AtomicBool::new(false),
         })
     }
 
@@ -215,6 +234,14 @@ impl BatchBuffer {
     /// message larger than this is never accepted.
     pub fn capacity_bytes(&self) -> u64 {
         self.limits.capacity_bytes
+    }
+
+    /// Bytes of the buffer's fixed parts: the buffer itself plus, once the first push
+    /// allocated them, its ring slots and payload arena (about `capacity_messages` × 40 bytes
+    /// plus `capacity_bytes` rounded up to a power of two). Batches in flight and staged
+    /// bookkeeping are not included.
+    pub fn memory_bytes(&self) -> u64 {
+        std::mem::size_of::<Self>() as u64 + self.ring.allocated_bytes()
     }
 
     /// The most messages the buffer holds at once (`BatchConfig::capacity_messages`).
@@ -258,10 +285,21 @@ impl BatchBuffer {
     /// Like [`try_push`](Self::try_push), for a [`Message`].
     #[inline]
     pub fn push_message(&self, message: Message) -> Result<(), PushError> {
-        match self.push_inner(message) {
+        match self.push_one(&message.payload, message.offset) {
             Ok(()) => Ok(()),
-            Err((refused, message)) => Err(self.refuse(refused, message)),
+            Err(refused) => Err(self.refuse(refused, message)),
         }
+    }
+
+    /// Accepts a copy of `payload` without blocking (the caller keeps its bytes), or says why
+    /// not. The fast path: one CAS on the state word (phase, capacity and the reservation of a
+    /// ring slot and arena bytes), one copy into the arena, one slot publication.
+    #[inline]
+    pub fn try_push_slice(&self, payload: &[u8], offset: Option<Offset>) -> Result<(), PushRefusal> {
+        self.push_one(payload, offset).map_err(|refused| {
+            self.count_refusals(&refused, 1);
+            refused.reason()
+        })
     }
 
     /// Accepts a message, waiting up to `timeout` (real time) while the buffer is full.
@@ -271,21 +309,46 @@ impl BatchBuffer {
         offset: Option<Offset>,
         timeout: Duration,
     ) -> Result<(), PushError> {
-        let mut message = Message { payload, offset };
-        // Try first: the common case reads no clock.
-        match self.push_inner(message) {
-            Ok(()) => return Ok(()),
-            Err((Refused::Full, m)) => message = m,
-            Err((refused, m)) => return Err(self.refuse(refused, m)),
+        let message = Message { payload, offset };
+        match self.push_slice_timeout_inner(&message.payload, message.offset, timeout) {
+            Ok(()) => Ok(()),
+            Err(refused) => Err(self.refuse(refused, message)),
         }
+    }
+
+    /// Like [`try_push_slice`](Self::try_push_slice), waiting up to `timeout` (real time) while
+    /// the buffer is full.
+    pub fn push_slice_timeout(
+        &self,
+        payload: &[u8],
+        offset: Option<Offset>,
+        timeout: Duration,
+    ) -> Result<(), PushRefusal> {
+        self.push_slice_timeout_inner(payload, offset, timeout)
+            .map_err(|refused| {
+                self.count_refusals(&refused, 1);
+                refused.reason()
+            })
+    }
+
+    fn push_slice_timeout_inner(
+        &self,
+        payload: &[u8],
+        offset: Option<Offset>,
+        timeout: Duration,
+    ) -> Result<(), Refused> {
+        // Try first: the common case reads no clock.
+        match self.push_one(payload, offset) {
+            Err(Refused::Full) => {}
+            done => return done,
+        }
+        let len = payload.len() as u64;
         let end = Instant::now().checked_add(timeout);
         let mut rounds = 0u32;
         loop {
-            let len = message.len() as u64;
-            match self.push_inner(message) {
-                Ok(()) => return Ok(()),
-                Err((Refused::Full, m)) => message = m,
-                Err((refused, m)) => return Err(self.refuse(refused, m)),
+            match self.push_one(payload, offset) {
+                Err(Refused::Full) => {}
+                done => return done,
             }
             // The sink frees a batch at a time: yield a few times before parking (bounded).
             if rounds < SPIN_ROUNDS {
@@ -298,14 +361,16 @@ impl BatchBuffer {
                 None => Duration::MAX,
             };
             if left.is_zero() {
-                return Err(self.refuse(Refused::Full, message));
+                return Err(Refused::Full);
             }
             let mut guard = self.space_lock.lock();
-            // Relaxed: the handshake is ordered by `space_lock` (we hold it until parked; a
-            // releaser that sees our flag takes it before notifying), and this RMW reads the
-            // latest counts, so capacity freed before it is seen here.
-            let now = Word(self.word.fetch_or(PRODUCER_WAITING, Ordering::Relaxed));
-            if now.phase() != Phase::Running || self.fits(now, 1, len) {
+            // Acquire: edge W4 (see `release`). Either a releaser's `fetch_and` sees our flag
+            // (and notifies under `space_lock`, which we hold until parked), or this RMW reads
+            // from it and the `released` store before it is visible to the load below.
+            let now = Word(self.word.fetch_or(PRODUCER_WAITING, Ordering::Acquire));
+            // Acquire: edge R3 (as in `push_one`).
+            let released = Word(self.released.load(Ordering::Acquire));
+            if now.phase() != Phase::Running || self.fits(now, released, 1, len) {
                 continue;
             }
             self.space_cv.wait_for(&mut guard, left);
@@ -315,43 +380,79 @@ impl BatchBuffer {
     /// Accepts the longest prefix of `messages` that fits (one reservation for all of it);
     /// hands back the rest, in order, with the reason the first of them was refused.
     pub fn push_many(&self, mut messages: Vec<Message>) -> Result<(), PushManyError> {
-        if messages.is_empty() {
+        match self.push_many_inner(&messages, |m| (&m.payload, m.offset)) {
+            Ok(()) => Ok(()),
+            Err((refused, accepted)) => {
+                let rest = messages.split_off(accepted);
+                Err(self.refuse_many(refused, accepted, rest))
+            }
+        }
+    }
+
+    /// Accepts copies of the longest prefix of `messages` that fits (one reservation for all
+    /// of it; the caller keeps every byte). Returns how many were accepted and, when not all
+    /// were, why the first one left was refused.
+    pub fn push_refs(&self, messages: &[MessageRef<'_>]) -> (usize, Option<PushRefusal>) {
+        match self.push_many_inner(messages, |m| (m.payload, m.offset)) {
+            Ok(()) => (messages.len(), None),
+            Err((refused, accepted)) => {
+                self.count_refusals(&refused, (messages.len() - accepted) as u64);
+                (accepted, Some(refused.reason()))
+            }
+        }
+    }
+
+    /// The shared part of `push_many` and `push_refs`: `Err((reason, accepted))` when only the
+    /// first `accepted` were taken.
+    fn push_many_inner<T>(
+        &self,
+        items: &[T],
+        get: impl Fn(&T) -> (&[u8], Option<Offset>),
+    ) -> Result<(), (Refused, usize)> {
+        if items.is_empty() {
             return Ok(());
         }
         let lim = &self.limits;
-        // Relaxed: the CAS below validates the value; see `push_inner` for its ordering.
+        let too_large = |i: usize| get(&items[i]).0.len() as u64 > lim.capacity_bytes;
+        if too_large(0) {
+            return Err((Refused::TooLarge, 0));
+        }
+        if !self.ring.ready() {
+            return Err((Refused::Full, 0));
+        }
+        // Acquire: edge R3 (see `push_one`).
+        let mut released = Word(self.released.load(Ordering::Acquire));
+        // Relaxed: the CAS below validates the value; see `push_one` for its ordering.
         let mut cur = Word(self.word.load(Ordering::Relaxed));
         let (k, bytes) = loop {
-            let refused = match cur.phase() {
-                Phase::Running => None,
-                Phase::Draining => Some(Refused::Stopping),
-                Phase::Closed => Some(Refused::Closed),
-            };
-            if let Some(refused) = refused {
-                return Err(self.refuse_many(refused, 0, messages));
+            match cur.phase() {
+                Phase::Running => {}
+                Phase::Draining => return Err((Refused::Stopping, 0)),
+                Phase::Closed => return Err((Refused::Closed, 0)),
             }
             let (mut k, mut bytes) = (0u64, 0u64);
-            for m in &messages {
-                let len = m.len() as u64;
-                if !self.fits(cur, k + 1, bytes + len) {
+            for m in items {
+                let len = get(m).0.len() as u64;
+                if !self.fits(cur, released, k + 1, bytes + len) {
                     break;
                 }
                 k += 1;
                 bytes += len;
             }
             if k == 0 {
-                let refused = if messages[0].len() as u64 > lim.capacity_bytes {
-                    Refused::TooLarge
-                } else {
-                    Refused::Full
-                };
-                return Err(self.refuse_many(refused, 0, messages));
+                // Acquire: edge R3. A stale `released` only under-counts what was freed: look
+                // at the latest before refusing.
+                let latest = Word(self.released.load(Ordering::Acquire));
+                if latest != released {
+                    released = latest;
+                    continue;
+                }
+                return Err((Refused::Full, 0));
             }
-            let new = cur.plus(k, bytes);
-            // Acquire on success: as in `push_inner` (edge W1, the wake threshold).
+            // Acquire on success: as in `push_one` (edge W1, the wake threshold).
             match self.word.compare_exchange_weak(
                 cur.0,
-                new.0,
+                cur.plus(k, bytes).0,
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
@@ -359,53 +460,73 @@ impl BatchBuffer {
                 Err(v) => cur = Word(v),
             }
         };
-        let rest = messages.split_off(k as usize);
-        for (ticket, m) in self.ring.claim(k).zip(messages) {
-            self.ring.publish(ticket, m);
+        let (mut ticket, mut pos) = (cur.messages(), cur.bytes());
+        for m in &items[..k as usize] {
+            let (payload, offset) = get(m);
+            let len = payload.len() as u64;
+            // SAFETY: the CAS above reserved `k` tickets from `cur.messages()` and `bytes` bytes
+            // from `cur.bytes()` within the capacities; each message gets the next ones, in
+            // order, after `ready()` allocated the ring.
+            unsafe { self.ring.publish(ticket, pos, payload, Meta { len, offset }) };
+            ticket += 1;
+            pos += len;
         }
         if cur.has(SLEEPING) {
             self.wake_sink_if_due(cur.plus(k, bytes));
         }
-        if rest.is_empty() {
+        let k = k as usize;
+        if k == items.len() {
             Ok(())
+        } else if too_large(k) {
+            Err((Refused::TooLarge, k))
         } else {
-            let refused = if rest[0].len() as u64 > lim.capacity_bytes {
-                Refused::TooLarge
-            } else {
-                Refused::Full
-            };
-            Err(self.refuse_many(refused, k as usize, rest))
+            Err((Refused::Full, k))
         }
     }
 
+    /// True when `messages` more messages and `bytes` more bytes fit beside everything
+    /// accepted and not yet released.
     #[inline]
-    fn fits(&self, w: Word, messages: u64, bytes: u64) -> bool {
-        w.messages() + messages <= self.limits.capacity_messages
-            && w.bytes() + bytes <= self.limits.capacity_bytes
+    fn fits(&self, w: Word, released: Word, messages: u64, bytes: u64) -> bool {
+        let (m, b) = w.pending_since(released);
+        m + messages <= self.limits.capacity_messages && b + bytes <= self.limits.capacity_bytes
     }
 
-    /// The push fast path: one CAS (phase + capacity), one ticket, one slot write.
+    /// The push fast path: one CAS (phase, capacity, reservation), one arena copy, one slot.
     #[inline]
-    fn push_inner(&self, message: Message) -> Result<(), (Refused, Message)> {
-        let len = message.len() as u64;
+    fn push_one(&self, payload: &[u8], offset: Option<Offset>) -> Result<(), Refused> {
+        let len = payload.len() as u64;
         if len > self.limits.capacity_bytes {
-            return Err((Refused::TooLarge, message));
+            return Err(Refused::TooLarge);
         }
+        if !self.ring.ready() {
+            return Err(Refused::Full);
+        }
+        // Acquire: edge R3 (the sink copied out every released payload before publishing
+        // `released`, so the arena bytes our reservation may reuse are no longer read).
+        let mut released = Word(self.released.load(Ordering::Acquire));
         // Relaxed: only a first guess for the CAS, which re-reads the latest value.
         let mut cur = Word(self.word.load(Ordering::Relaxed));
         loop {
             match cur.phase() {
                 Phase::Running => {}
-                Phase::Draining => return Err((Refused::Stopping, message)),
-                Phase::Closed => return Err((Refused::Closed, message)),
+                Phase::Draining => return Err(Refused::Stopping),
+                Phase::Closed => return Err(Refused::Closed),
             }
-            if !self.fits(cur, 1, len) {
-                return Err((Refused::Full, message));
+            if !self.fits(cur, released, 1, len) {
+                // Acquire: edge R3. A stale `released` only under-counts what was freed: look
+                // at the latest before refusing.
+                let latest = Word(self.released.load(Ordering::Acquire));
+                if latest != released {
+                    released = latest;
+                    continue;
+                }
+                return Err(Refused::Full);
             }
             // Success Acquire: edge W1. If the value we replace has SLEEPING, we read from the
             // release sequence headed by the sink's `fetch_or(SLEEPING, Release)`, so its store
             // of `wake_at` is visible to `wake_sink_if_due`. Admission itself needs no fence:
-            // the phase and the counts are in this one word, so this RMW is ordered against
+            // the phase and the positions are in this one word, so this RMW is ordered against
             // the stop's phase change in the word's modification order.
             match self.word.compare_exchange_weak(
                 cur.0,
@@ -417,7 +538,12 @@ impl BatchBuffer {
                 Err(v) => cur = Word(v),
             }
         }
-        self.ring.publish(self.ring.claim_one(), message);
+        // SAFETY: the CAS reserved ticket `cur.messages()` and bytes from `cur.bytes()` within
+        // the capacities, after `ready()` allocated the ring.
+        unsafe {
+            self.ring
+                .publish(cur.messages(), cur.bytes(), payload, Meta { len, offset })
+        };
         if cur.has(SLEEPING) {
             self.wake_sink_if_due(cur.plus(1, len));
         }
@@ -467,13 +593,30 @@ impl BatchBuffer {
 
     /// Clears SLEEPING and, if it was set, wakes the parked sink.
     fn wake_sink(&self) {
-        // Relaxed: the handshake is ordered by `wake_lock` (the sink holds it from setting
-        // SLEEPING until it is parked); the data it will read is published by the ring (R1) or
-        // the sink mutex.
-        let prev = Word(self.word.fetch_and(!SLEEPING, Ordering::Relaxed));
+        // Acquire: edge W3 (below). The condvar handshake itself is ordered by `wake_lock`
+        // (the sink holds it from setting SLEEPING until it is parked); the data the sink will
+        // read is published by the ring (R1) or the sink mutex.
+        let prev = Word(self.word.fetch_and(!SLEEPING, Ordering::Acquire));
         if prev.has(SLEEPING) {
-            let _guard = self.wake_lock.lock();
-            self.wake_cv.notify_all();
+            {
+                let _guard = self.wake_lock.lock();
+                self.wake_cv.notify_all();
+            }
+            // Edge W3: an arming sink stores `armed` before its Release `fetch_or(SLEEPING)`;
+            // our Acquire RMW above read that SLEEPING (or a later value in its release
+            // sequence), so the store is visible and one of the wakers calls the notifier.
+            if self.armed.swap(false, Ordering::Relaxed) {
+                self.notify();
+            }
+        }
+    }
+
+    /// Calls the notifier (outside every internal lock but its own slot's).
+    #[cold]
+    fn notify(&self) {
+        let f = self.notifier.lock().clone();
+        if let Some(f) = f {
+            f();
         }
     }
 
@@ -488,11 +631,34 @@ impl BatchBuffer {
     }
 
     /// Returns capacity of messages that reached a terminal state; wakes blocked producers.
+    /// Called under the sink mutex (the only writer of `released`), after the messages'
+    /// payloads were copied out of the arena.
     fn release(&self, messages: u64, bytes: u64) {
         if messages == 0 {
             return;
         }
-        self.update_word(|w| Word(w.minus(messages, bytes).0 & !PRODUCER_WAITING));
+        // Relaxed: we are the only writer (sink mutex).
+        let cur = Word(self.released.load(Ordering::Relaxed));
+        // Release: edge R3 (our copy-outs happen-before a producer reuses the bytes).
+        self.released
+            .store(cur.plus(messages, bytes).0, Ordering::Release);
+        // AcqRel: edge W4. A producer about to park sets PRODUCER_WAITING with an Acquire RMW
+        // and then reads `released`: if its RMW comes first in the word's modification order we
+        // see the flag here and notify; otherwise it reads from this Release RMW, so our store
+        // above is visible to it. Per batch, not per message.
+        let prev = Word(self.word.fetch_and(!PRODUCER_WAITING, Ordering::AcqRel));
+        if prev.has(PRODUCER_WAITING) {
+            let _guard = self.space_lock.lock();
+            self.space_cv.notify_all();
+        }
+    }
+
+    /// What is accepted and not yet released: `(messages, bytes)` (under the sink mutex, the
+    /// exact count; elsewhere a snapshot).
+    fn pending(&self, w: Word) -> (u64, u64) {
+        // Acquire: pairs with `release` (a snapshot consistent with the sink side's counts
+        // when read under the sink mutex).
+        w.pending_since(Word(self.released.load(Ordering::Acquire)))
     }
 
     /// CAS loop on the state word for the sink side (rare: per batch, per stop); wakes blocked
@@ -536,6 +702,84 @@ impl BatchBuffer {
         }
     }
 
+    /// Sets (or with `None` removes) the callback that tells an armed sink to look again (see
+    /// [`poll_batch_notify`](Self::poll_batch_notify)). It runs on the thread whose call made
+    /// the batch due (a push, an ack or nack, a stop), after the buffer's own locks are
+    /// released; it should only signal (send a message, write to a pipe) and must not block.
+    pub fn set_notifier(&self, notifier: Option<Notifier>) {
+        *self.notifier.lock() = notifier;
+    }
+
+    /// Like [`poll_batch`](Self::poll_batch), and when nothing is ready it *arms* the notifier:
+    /// it is then called once, when a push reaches a size trigger (or, with nothing buffered,
+    /// when the first message arrives), or an ack, nack or stop changes what the sink may do.
+    /// Linger deadlines are not notified: the `Wait` hint says when to poll again. So a sink
+    /// with no thread of its own loops: poll, and on `Wait` wait for the notification or the
+    /// hint, whichever comes first. A notification may be spurious (poll finds nothing); one is
+    /// never lost between the poll and the arming.
+    pub fn poll_batch_notify(&self, now: Duration) -> Poll {
+        let mut now = nanos(now);
+        loop {
+            let mut st = self.sink.lock();
+            // Relaxed: see `kick`. Cleared under the sink lock, before looking at the state.
+            self.word.fetch_and(!KICK, Ordering::Relaxed);
+            if st.armed_idle {
+                // Armed with nothing buffered: what we find now arrived after the arming.
+                st.look = st.look.max(now);
+                st.armed_idle = false;
+            }
+            let plan = match self.poll_locked(&mut st, now) {
+                Step::Ready(b) => return Poll::Ready(b),
+                Step::Closed => return Poll::Closed,
+                Step::Wait(plan) => plan,
+            };
+            let hint = self.wait_hint(&st, plan, now);
+            // Relaxed: the baseline for the threshold; the fetch_or below re-validates it.
+            let w0 = Word(self.word.load(Ordering::Relaxed));
+            if self.pending(w0).0 > st.held_messages() && matches!(plan, Plan::Idle | Plan::Linger(_)) {
+                // A producer reserved but has not published yet (it is a few instructions away,
+                // and its push may not look at SLEEPING): poll again very soon.
+                return Poll::Wait(Some(hint.map_or(UNPUBLISHED_RECHECK, |h| {
+                    h.min(UNPUBLISHED_RECHECK)
+                })));
+            }
+            let threshold = self.park_threshold(&st, plan, w0);
+            st.armed_idle = plan == Plan::Idle;
+            drop(st);
+            {
+                let _guard = self.wake_lock.lock();
+                // Relaxed: published by the Release fetch_or below (edge W1).
+                self.wake_at.store(threshold.0, Ordering::Relaxed);
+                // Relaxed: published by the Release fetch_or below (edge W3).
+                self.armed.store(true, Ordering::Relaxed);
+                // Release: edges W1 and W3. Reading the latest value, it also sees every KICK,
+                // phase change and reservation that came before it.
+                let w1 = Word(self.word.fetch_or(SLEEPING, Ordering::Release));
+                if !(w1.has(KICK) || w1.phase() != w0.phase() || threshold.reached_by(w1)) {
+                    return Poll::Wait(hint);
+                }
+                // Something changed while we looked: withdraw the arming and look again.
+                // Relaxed: we only withdraw our own flags.
+                self.armed.store(false, Ordering::Relaxed);
+                self.word.fetch_and(!SLEEPING, Ordering::Relaxed);
+            }
+            now = self.now_ns().max(now);
+        }
+    }
+
+    /// The wake threshold of a sink that parks (or arms) with `plan`, given the word `w0`.
+    fn park_threshold(&self, st: &Sink, plan: Plan, w0: Word) -> Threshold {
+        match plan {
+            Plan::Idle => Threshold::after(w0, 1, None),
+            Plan::Linger(_) => Threshold::after(
+                w0,
+                (self.limits.max_messages - st.ready.len()) as u64,
+                Some(self.limits.max_bytes - st.ready_bytes),
+            ),
+            Plan::Blocked | Plan::Emit(..) => Threshold::NEVER_BY_PUSH,
+        }
+    }
+
     fn wait_hint(&self, st: &Sink, plan: Plan, now: u64) -> Option<Duration> {
         let due = match plan {
             Plan::Linger(due) => Some(due),
@@ -553,16 +797,16 @@ impl BatchBuffer {
             return Step::Closed;
         }
         if st.drain_deadline.is_some() {
-            st.drain(&self.ring, now);
+            st.drain(&self.ring, &self.word, now);
             if self.try_finish(st, now).is_some() {
                 return Step::Closed;
             }
         } else {
             // Only as much as the next decision needs: the batch and the message after it.
-            st.drain_up_to(&self.ring, now, self.limits.max_messages);
+            st.drain_up_to(&self.ring, &self.word, now, self.limits.max_messages);
         }
         match st.plan(now, &self.limits) {
-            Plan::Emit(n, trigger) => Step::Ready(st.emit(n, trigger, self.owner)),
+            Plan::Emit(n, trigger) => Step::Ready(st.emit(n, trigger, self.owner, &self.ring)),
             plan => Step::Wait(plan),
         }
     }
@@ -624,20 +868,13 @@ impl BatchBuffer {
             }
             // Relaxed: the baseline for the threshold; the fetch_or below re-validates it.
             let w0 = Word(self.word.load(Ordering::Relaxed));
-            if w0.messages() > st.held_messages() && matches!(plan, Plan::Idle | Plan::Linger(_)) {
+            if self.pending(w0).0 > st.held_messages() && matches!(plan, Plan::Idle | Plan::Linger(_)) {
                 // A producer reserved but has not published yet: it is a few instructions away.
                 drop(st);
                 Backoff::new().snooze();
                 continue;
             }
-            let threshold = match plan {
-                Plan::Idle => Threshold::at(w0.messages() + 1, u64::MAX),
-                Plan::Linger(_) => Threshold::at(
-                    w0.messages() + (self.limits.max_messages - st.ready.len()) as u64,
-                    w0.bytes() + (self.limits.max_bytes - st.ready_bytes),
-                ),
-                Plan::Blocked | Plan::Emit(..) => Threshold::NEVER_BY_PUSH,
-            };
+            let threshold = self.park_threshold(&st, plan, w0);
             drop(st);
             let mut guard = self.wake_lock.lock();
             // Relaxed: published by the Release fetch_or below (edge W1).
@@ -714,7 +951,7 @@ impl BatchBuffer {
             None
         };
         if st.drain_deadline.is_some() {
-            st.drain(&self.ring, now);
+            st.drain(&self.ring, &self.word, now);
             self.try_finish(&mut st, now);
         }
         if st.progress_waiters > 0 {
@@ -746,11 +983,11 @@ impl BatchBuffer {
             if st.report.is_some() {
                 return Err(FlushError::Closed);
             }
-            st.drain(&self.ring, self.now_ns());
+            st.drain(&self.ring, &self.word, self.now_ns());
             // Relaxed: every reservation that happens-before this call is visible (coherence);
             // concurrent ones may or may not be included, as for any concurrent push.
             let w = Word(self.word.load(Ordering::Relaxed));
-            let target = st.next_seq + (w.messages() - st.held_messages());
+            let target = st.next_seq + (self.pending(w).0 - st.held_messages());
             st.flush_target = st.flush_target.max(target);
             target
         };
@@ -759,7 +996,7 @@ impl BatchBuffer {
         loop {
             let now = self.now_ns();
             let mut st = self.sink.lock();
-            st.drain(&self.ring, now);
+            st.drain(&self.ring, &self.word, now);
             if st.low_water() >= target {
                 return Ok(());
             }
@@ -827,8 +1064,13 @@ impl BatchBuffer {
             return Some(Arc::clone(r));
         }
         st.drain_deadline?;
-        st.drain(&self.ring, now);
-        self.try_finish(&mut st, now)
+        st.drain(&self.ring, &self.word, now);
+        let report = self.try_finish(&mut st, now);
+        drop(st);
+        if report.is_some() {
+            self.kick(); // an armed or parked sink learns that the buffer closed
+        }
+        report
     }
 
     /// Stops: closes admission, emits everything queued at once, gives batches in flight until
@@ -844,13 +1086,15 @@ impl BatchBuffer {
             if let Some(r) = &st.report {
                 return Arc::clone(r);
             }
-            st.drain(&self.ring, now);
+            st.drain(&self.ring, &self.word, now);
             if let Some(r) = self.try_finish(&mut st, now) {
+                drop(st);
+                self.kick(); // an armed or parked sink learns that the buffer closed
                 return r;
             }
             // Relaxed: see `try_finish`.
             let w = Word(self.word.load(Ordering::Relaxed));
-            if w.messages() > st.held_messages() {
+            if self.pending(w).0 > st.held_messages() {
                 drop(st);
                 backoff.snooze();
                 continue;
@@ -871,7 +1115,7 @@ impl BatchBuffer {
         // load sees every reservation admitted before it (edge W2). Afterwards counts only
         // drop, and only under the sink mutex, which we hold.
         let w = Word(self.word.load(Ordering::Relaxed));
-        if w.messages() > st.held_messages() {
+        if self.pending(w).0 > st.held_messages() {
             return None; // an accepted push is still publishing: never finish without it
         }
         let resolved = st.ready.is_empty() && st.in_flight.is_empty();
@@ -879,10 +1123,10 @@ impl BatchBuffer {
             return None;
         }
         let (messages, bytes) = (st.held_messages(), st.held_bytes());
-        self.update_word(|w| {
-            Word(w.minus(messages, bytes).with_phase(Phase::Closed).0 & !PRODUCER_WAITING)
-        });
-        let report = st.finish(now);
+        let report = st.finish(now, &self.ring);
+        // After the hand-back copied the payloads out (edge R3), then the phase.
+        self.release(messages, bytes);
+        self.update_word(|w| Word(w.with_phase(Phase::Closed).0 & !PRODUCER_WAITING));
         self.progress.notify_all();
         Some(report)
     }
@@ -905,10 +1149,11 @@ impl BatchBuffer {
         // Relaxed: a snapshot; under the sink mutex it is consistent with the sink side.
         let w = Word(self.word.load(Ordering::Relaxed));
         let mut s = st.stats();
-        let unpublished = w.messages().saturating_sub(st.held_messages());
+        let (pending_messages, pending_bytes) = self.pending(w);
+        let unpublished = pending_messages.saturating_sub(st.held_messages());
         s.accepted = st.next_seq + unpublished;
-        s.queued_messages = w.messages().saturating_sub(st.in_flight_messages);
-        s.queued_bytes = w.bytes().saturating_sub(st.in_flight_bytes);
+        s.queued_messages = pending_messages.saturating_sub(st.in_flight_messages);
+        s.queued_bytes = pending_bytes.saturating_sub(st.in_flight_bytes);
         // Relaxed: statistics.
         s.rejected_full = self.refusals[0].load(Ordering::Relaxed);
         s.rejected_stopping = self.refusals[1].load(Ordering::Relaxed);

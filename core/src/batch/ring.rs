@@ -1,189 +1,313 @@
-//! The lock-free multi-producer, single-consumer ring that carries accepted messages to the sink.
+//! The lock-free multi-producer, single-consumer ring that carries accepted messages to the
+//! sink: a ring of descriptor slots plus a byte arena for the payloads, both allocated on the
+//! first push (an idle buffer holds neither).
 //!
-//! A bounded ring of slots, each with a `stamp` (Vyukov's bounded queue, one consumer):
+//! A push's CAS on the state word (`word.rs`) hands it a message position `t` (its *ticket*)
+//! and a byte position `p`: it owns slot `t % slots` and arena bytes `[p, p + len)` (modulo the
+//! arena length, so a payload may wrap around the arena's end in two pieces). It copies its
+//! bytes into the arena, writes its descriptor (length, offset) into the slot and publishes the
+//! slot's stamp:
 //!
-//! | slot `i` stamp | meaning |
+//! | slot stamp | meaning |
 //! | --- | --- |
-//! | `t` with `t % len == i` | free, waiting for the producer of ticket `t` |
-//! | `t + 1` | ticket `t`'s message is published, waiting for the consumer |
+//! | `2·lap(t)` | free, waiting for the producer of ticket `t` |
+//! | `2·lap(t) + 1` | ticket `t`'s message is published, waiting for the consumer |
 //!
-//! A producer takes a ticket with one `fetch_add` on `tail`, waits until its slot is free for
-//! that ticket, writes the message and publishes `t + 1`. The consumer (the sink side, which
-//! holds the only [`Head`]) reads slot `head`, and frees it for the next lap with
-//! `head + len`.
+//! where `lap(t) = (t mod 2²⁴) / slots` (the word's message field is 2²⁴ wide; the slot count
+//! is a power of two that divides it, and a zeroed slot is free for the first lap). The
+//! consumer (the sink side, holding the only [`Head`]) reads the descriptor of slot `head`,
+//! frees the slot for the next lap, and later copies the payload out of the arena when it puts
+//! the message in a batch.
 //!
-//! Producers hold a capacity reservation in the state word before they take a ticket, and the
-//! ring has at least `capacity_messages` slots. Every ticket that is taken but not yet consumed
-//! belongs to a live reservation, so at most `len` tickets are outstanding and a producer finds
-//! its slot already free: the stamp wait below is a safety net, not a lock.
+//! Why nothing is overwritten too early: a push is admitted only while everything accepted and
+//! not yet *released* (terminal: acked, failed, handed back) fits the capacities, and the sink
+//! releases a message only after it copied the payload out. So when ticket `t + slots` is
+//! admitted, ticket `t` was consumed (its slot is free), and when bytes `[p + arena, …)` are
+//! admitted, bytes `[p, …)` were copied out. The stamp wait below is a safety net, not a lock.
 //!
 //! Memory-ordering edges (docs/MEMORY_ORDERING.md, "batch ring"):
-//! - R1: producer `stamp.store(t + 1, Release)` → consumer `stamp.load(Acquire)`: the message
-//!   written into the slot happens-before the consumer moves it out.
-//! - R2: consumer `stamp.store(head + len, Release)` → producer `stamp.load(Acquire)` one lap
-//!   later: the consumer's move-out happens-before the next producer's overwrite.
-//! - `tail.fetch_add(Relaxed)`: only hands out unique tickets; no data travels with it.
+//! - R1: producer `stamp.store(2·lap + 1, Release)` → consumer `stamp.load(Acquire)`: the
+//!   descriptor and the arena bytes written before it happen-before the consumer reads them.
+//! - R2: consumer `stamp.store(next lap, Release)` → producer `stamp.load(Acquire)` one lap
+//!   later: the consumer's read of the descriptor happens-before the next producer's overwrite.
+//! - R3: sink `released.store(Release)` (after copying the payloads out) → producer
+//!   `released.load(Acquire)` before its CAS: the copy-out of arena bytes happens-before a
+//!   later lap's producer overwrites them.
+//! - The arena and slots are published by the `parts` CAS (AcqRel) and read with Acquire.
+use std::alloc::{self, Layout};
 use std::mem::MaybeUninit;
 
-use super::Message;
-use crate::sync::{AtomicU64, Backoff, CachePadded, Ordering, UnsafeCell};
+use super::word::MSG_MASK;
+use crate::Offset;
+use crate::sync::{AtomicPtr, AtomicU64, Backoff, Ordering, UnsafeCell};
 
-/// One slot; 64-byte aligned so producers writing neighbouring slots do not share a line.
-#[repr(align(64))]
+/// What a slot carries besides the stamp: the payload's length and the message's offset.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Meta {
+    pub(super) len: u64,
+    pub(super) offset: Option<Offset>,
+}
+
 struct Slot {
     stamp: AtomicU64,
-    value: UnsafeCell<MaybeUninit<Message>>,
+    meta: UnsafeCell<MaybeUninit<Meta>>,
+}
+
+/// The lazily allocated part: slots and arena.
+struct Parts {
+    slots: Box<[Slot]>,
+    arena: *mut u8,
+    arena_len: usize,
+}
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        // SAFETY: `arena` was allocated in `Parts::new` with exactly this layout, and `Parts`
+        // owns it (nothing else frees it).
+        unsafe { alloc::dealloc(self.arena, arena_layout(self.arena_len)) };
+    }
+}
+
+fn arena_layout(len: usize) -> Layout {
+    // A power of two no larger than 2^35 with alignment 64: always a valid layout on 64-bit.
+    Layout::from_size_align(len, 64).expect("arena layout")
+}
+
+impl Parts {
+    /// `None` when the arena cannot be allocated (the push is refused as full).
+    fn new(slots: usize, arena_len: usize) -> Option<Box<Parts>> {
+        // SAFETY: the layout has a non-zero size (arena_len >= 1).
+        let arena = unsafe { alloc::alloc(arena_layout(arena_len)) };
+        if arena.is_null() {
+            return None;
+        }
+        let slots = (0..slots)
+            .map(|_| Slot {
+                stamp: AtomicU64::new(0),
+                meta: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect();
+        Some(Box::new(Parts {
+            slots,
+            arena,
+            arena_len,
+        }))
+    }
 }
 
 /// The ring (shared by producers and the consumer).
 pub(super) struct Ring {
-    slots: Box<[Slot]>,
-    mask: u64,
-    /// Next ticket. Written by every producer, never by the consumer (which keeps its own head).
-    tail: CachePadded<AtomicU64>,
+    parts: AtomicPtr<Parts>,
+    slots: u64,
+    lap_shift: u32,
+    arena_len: u64,
 }
 
-// SAFETY: a slot's value is written only by the producer holding that slot's ticket while the
-// stamp says "free for this ticket", and read only by the single consumer (the holder of the one
-// `Head`) while the stamp says "published"; edges R1/R2 order the two. `Message` is `Send`.
+// SAFETY: a slot's descriptor and a reservation's arena bytes are written only by the producer
+// holding that reservation (unique: handed out by one CAS) while the slot is free and the bytes
+// are released, and read only by the single consumer (the holder of the one `Head`, or the sink
+// side under its mutex) after publication; edges R1-R3 order them. The contents are plain
+// bytes and `Copy` descriptors.
 unsafe impl Sync for Ring {}
-// SAFETY: the ring owns its messages; moving it to another thread moves them (`Message: Send`).
+// SAFETY: the ring owns its allocation; moving it to another thread moves it.
 unsafe impl Send for Ring {}
-
-/// A producer's claim on one slot: exactly one exists per ticket, and publishing consumes it.
-#[must_use = "a claimed ticket must be published or the consumer waits for it"]
-pub(super) struct Ticket(u64);
 
 /// The consumer's position. Exactly one exists per ring (created with it), so `take` has one
 /// caller at a time (it needs `&mut Head`).
 pub(super) struct Head {
+    /// Messages taken so far (not wrapped).
     pos: u64,
-    ring_id: usize,
 }
 
 impl Head {
-    /// The ticket of the next message `take` returns.
+    /// The ticket of the next message `take` returns (not wrapped).
     pub(super) fn position(&self) -> u64 {
         self.pos
     }
 }
 
 impl Ring {
-    /// A ring with room for at least `capacity` messages (a power of two, at least 2 so the two
-    /// stamp states of a slot differ), and its one consumer head.
-    pub(super) fn new(capacity: usize) -> (Ring, Head) {
-        let len = capacity.max(2).next_power_of_two();
-        let slots: Box<[Slot]> = (0..len as u64)
-            .map(|i| Slot {
-                stamp: AtomicU64::new(i),
-                value: UnsafeCell::new(MaybeUninit::uninit()),
-            })
-            .collect();
+    /// A ring with at least `capacity_messages` slots (a power of two, at least 2 so a free and
+    /// a published stamp differ) and an arena of at least `capacity_bytes` (a power of two),
+    /// both allocated on first use; and its one consumer head.
+    pub(super) fn new(capacity_messages: usize, capacity_bytes: u64) -> (Ring, Head) {
+        let slots = capacity_messages.max(2).next_power_of_two() as u64;
+        debug_assert!(slots <= MSG_MASK + 1);
         let ring = Ring {
-            mask: len as u64 - 1,
+            parts: AtomicPtr::new(std::ptr::null_mut()),
             slots,
-            tail: CachePadded::new(AtomicU64::new(0)),
+            lap_shift: slots.trailing_zeros(),
+            arena_len: capacity_bytes.max(1).next_power_of_two(),
         };
-        let head = Head {
-            pos: 0,
-            ring_id: ring.id(),
+        (ring, Head { pos: 0 })
+    }
+
+    /// True once the slots and the arena exist (the first push allocates them).
+    fn is_allocated(&self) -> bool {
+        // Relaxed: a gauge.
+        !self.parts.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Bytes the slots and arena take once allocated.
+    pub(super) fn allocated_bytes(&self) -> u64 {
+        if self.is_allocated() {
+            self.slots * std::mem::size_of::<Slot>() as u64 + self.arena_len
+        } else {
+            0
+        }
+    }
+
+    fn parts(&self) -> Option<&Parts> {
+        // Acquire: pairs with the publishing CAS in `ready` (the slots' initial state and the
+        // arena allocation happen-before our use).
+        let p = self.parts.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer came from `Box::into_raw` in `ready` and is freed only by
+        // `Drop for Ring`, which has exclusive access.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// Allocates the slots and arena if this is the first push. False when the allocation
+    /// failed (nothing was reserved yet: the caller refuses the push as full).
+    #[inline]
+    pub(super) fn ready(&self) -> bool {
+        if self.parts().is_some() {
+            return true;
+        }
+        self.allocate()
+    }
+
+    #[cold]
+    fn allocate(&self) -> bool {
+        let Some(mine) = Parts::new(self.slots as usize, self.arena_len as usize) else {
+            return false;
         };
-        (ring, head)
+        let mine = Box::into_raw(mine);
+        // AcqRel: Release publishes our initialised parts; Acquire (on failure, via the load
+        // in `parts`) sees a winner's.
+        match self.parts.compare_exchange(
+            std::ptr::null_mut(),
+            mine,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {}
+            Err(_) => {
+                // SAFETY: `mine` came from `Box::into_raw` above and was never shared.
+                drop(unsafe { Box::from_raw(mine) });
+            }
+        }
+        true
     }
 
-    /// Identity of this ring (its slot allocation), used to tie a [`Head`] and batches to it.
-    pub(super) fn id(&self) -> usize {
-        self.slots.as_ptr() as usize
-    }
-
-    fn len(&self) -> u64 {
-        self.mask + 1
-    }
-
-    /// Claims `n` consecutive tickets (in this producer's program order).
     #[inline]
-    pub(super) fn claim(&self, n: u64) -> impl Iterator<Item = Ticket> {
-        // Relaxed: the RMW alone makes tickets unique; the data edges are R1/R2 on the stamps.
-        let first = self.tail.fetch_add(n, Ordering::Relaxed);
-        (first..first + n).map(Ticket)
+    fn lap_stamp(&self, ticket: u64) -> u64 {
+        ((ticket & MSG_MASK) >> self.lap_shift) << 1
     }
 
-    /// Claims one ticket.
+    /// Writes a reservation's payload and descriptor and publishes it to the consumer.
+    /// `ticket` and `byte_pos` are the positions the reservation's CAS handed out.
+    ///
+    /// # Safety
+    /// The caller holds the reservation `(ticket, byte_pos, payload.len())` from the state word
+    /// (admitted within the capacities, so the slot and bytes are free) and called `ready()`
+    /// before reserving.
     #[inline]
-    pub(super) fn claim_one(&self) -> Ticket {
-        // Relaxed: as in `claim`.
-        Ticket(self.tail.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Writes `message` into the ticket's slot and publishes it to the consumer.
-    #[inline]
-    pub(super) fn publish(&self, ticket: Ticket, message: Message) {
-        let t = ticket.0;
-        let slot = &self.slots[(t & self.mask) as usize];
-        // Acquire: edge R2 (the consumer's move-out of the previous lap's message happens-before
-        // our write). With reservations the slot is already free; the loop is a safety net.
+    pub(super) unsafe fn publish(&self, ticket: u64, byte_pos: u64, payload: &[u8], meta: Meta) {
+        let Some(parts) = self.parts() else {
+            unreachable!("a reservation is taken only after the ring is allocated");
+        };
+        let mask = self.arena_len - 1;
+        let start = (byte_pos & mask) as usize;
+        let first = payload.len().min(parts.arena_len - start);
+        // SAFETY: the reserved range `[start, start + len)` (wrapping once at the end) lies in
+        // the arena, and no other thread reads or writes it: it is reserved for us and released
+        // by its previous user (edge R3).
+        unsafe {
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), parts.arena.add(start), first);
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr().add(first),
+                parts.arena,
+                payload.len() - first,
+            );
+        }
+        let slot = &parts.slots[(ticket & (self.slots - 1)) as usize];
+        let free = self.lap_stamp(ticket);
+        // Acquire: edge R2 (the consumer's read of the previous lap's descriptor happens-before
+        // our write). Admission guarantees the slot is already free; the loop is a safety net.
         let mut backoff = Backoff::new();
-        while slot.stamp.load(Ordering::Acquire) != t {
+        while slot.stamp.load(Ordering::Acquire) != free {
             backoff.snooze();
         }
-        slot.value.with_mut(|p| {
-            // SAFETY: stamp == t means the slot is free for ticket t, and `Ticket` is unique, so
-            // no other thread reads or writes the value until we publish below.
-            unsafe { (*p).write(message) };
+        slot.meta.with_mut(|p| {
+            // SAFETY: the stamp says "free for this ticket", and tickets are unique, so no other
+            // thread reads or writes the descriptor until we publish below.
+            unsafe { (*p).write(meta) };
         });
-        // Release: edge R1 (our write happens-before the consumer's read).
-        slot.stamp.store(t + 1, Ordering::Release);
+        // Release: edge R1 (the bytes and descriptor happen-before the consumer's reads).
+        slot.stamp.store(free + 1, Ordering::Release);
     }
 
-    /// The next ticket to be handed out: every ticket below it was claimed before this load.
+    /// Takes the next message's descriptor if it is published, and frees its slot. Its bytes
+    /// stay in the arena until the sink releases the message.
     #[inline]
-    pub(super) fn claimed(&self) -> u64 {
-        // Relaxed: a position only (which messages count as claimed "before now" for arrival
-        // stamps); the data edges are R1/R2.
-        self.tail.load(Ordering::Relaxed)
-    }
-
-    /// Moves out the next message if it is published.
-    #[inline]
-    pub(super) fn take(&self, head: &mut Head) -> Option<Message> {
-        assert_eq!(
-            head.ring_id,
-            self.id(),
-            "a ring head used with another ring"
-        );
+    pub(super) fn take(&self, head: &mut Head) -> Option<Meta> {
+        let parts = self.parts()?;
         let pos = head.pos;
-        let slot = &self.slots[(pos & self.mask) as usize];
-        // Acquire: edge R1 (the producer's write of the value happens-before our read).
-        if slot.stamp.load(Ordering::Acquire) != pos + 1 {
+        let slot = &parts.slots[(pos & (self.slots - 1)) as usize];
+        let stamp = self.lap_stamp(pos);
+        // Acquire: edge R1 (the producer's writes happen-before our reads).
+        if slot.stamp.load(Ordering::Acquire) != stamp + 1 {
             return None;
         }
-        let message = slot.value.with(|p| {
-            // SAFETY: stamp == pos + 1 means ticket pos's value is initialised and published;
-            // we hold the only head, so nobody else reads it, and no producer writes it until we
-            // free the slot below.
+        let meta = slot.meta.with(|p| {
+            // SAFETY: the published stamp means the descriptor is initialised; we hold the only
+            // head, and no producer writes the slot until we free it below.
             unsafe { (*p).assume_init_read() }
         });
-        // Release: edge R2 (our move-out happens-before the next lap's producer overwrites).
-        slot.stamp.store(pos + self.len(), Ordering::Release);
+        // Release: edge R2 (our read happens-before the next lap's producer overwrites).
+        slot.stamp
+            .store(self.lap_stamp(pos + self.slots), Ordering::Release);
         head.pos = pos + 1;
-        Some(message)
+        Some(meta)
+    }
+
+    /// The payload of a taken message as up to two pieces (it may wrap at the arena's end).
+    ///
+    /// # Safety
+    /// `[byte_pos, byte_pos + len)` belongs to a message taken from this ring and not yet
+    /// released (so no producer can be writing it), and the caller is the sink side (holding
+    /// its mutex).
+    pub(super) unsafe fn bytes(&self, byte_pos: u64, len: u64) -> (&[u8], &[u8]) {
+        let Some(parts) = self.parts() else {
+            unreachable!("a message was taken, so the ring is allocated");
+        };
+        let start = (byte_pos & (self.arena_len - 1)) as usize;
+        let len = len as usize;
+        let first = len.min(parts.arena_len - start);
+        // SAFETY: as for `publish`: in bounds, and stable while the message is unreleased;
+        // edge R1 made the producer's writes visible when the message was taken.
+        unsafe {
+            (
+                std::slice::from_raw_parts(parts.arena.add(start), first),
+                std::slice::from_raw_parts(parts.arena, len - first),
+            )
+        }
+    }
+
+    /// The unwrapped position of the message tail `word_tail` (a 24-bit position from the
+    /// state word), given the consumer's unwrapped head (the tail is at most 2²⁴ ahead).
+    pub(super) fn unwrap_tail(head: &Head, word_tail: u64) -> u64 {
+        head.pos + (word_tail.wrapping_sub(head.pos) & MSG_MASK)
     }
 }
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        // Exclusive access: no producer or consumer is left. Drop every published, unconsumed
-        // value (the buffer drains before this, so normally there is none).
-        let len = self.len();
-        for (i, slot) in self.slots.iter().enumerate() {
-            // Relaxed: `&mut self` already orders every earlier access before this one.
-            let stamp = slot.stamp.load(Ordering::Relaxed);
-            if stamp % len == (i as u64 + 1) % len {
-                slot.value.with_mut(|p| {
-                    // SAFETY: a published stamp means the value is initialised and unconsumed.
-                    unsafe { (*p).assume_init_drop() };
-                });
-            }
+        // Relaxed: `&mut self` orders every earlier access before this one.
+        let p = self.parts.load(Ordering::Relaxed);
+        if !p.is_null() {
+            // SAFETY: `p` came from `Box::into_raw` in `allocate` and is dropped only here.
+            drop(unsafe { Box::from_raw(p) });
         }
     }
 }
@@ -192,33 +316,59 @@ impl Drop for Ring {
 mod tests {
     use super::*;
 
-    fn msg(i: u8) -> Message {
-        Message::new(vec![i])
+    fn push(ring: &Ring, t: u64, p: u64, bytes: &[u8]) {
+        assert!(ring.ready());
+        let meta = Meta {
+            len: bytes.len() as u64,
+            offset: None,
+        };
+        // SAFETY: single-threaded test; positions handed out in order like the word does.
+        unsafe { ring.publish(t, p, bytes, meta) };
+    }
+
+    fn read(ring: &Ring, p: u64, len: u64) -> Vec<u8> {
+        // SAFETY: the message was taken and is not released (single-threaded test).
+        let (a, b) = unsafe { ring.bytes(p, len) };
+        [a, b].concat()
     }
 
     #[test]
-    fn fifo_across_laps() {
-        let (ring, mut head) = Ring::new(3); // 4 slots
-        for lap in 0..5u8 {
-            for t in ring.claim(3) {
-                let i = (t.0 % 251) as u8;
-                ring.publish(t, msg(i));
+    fn fifo_across_laps_with_payloads_wrapping_the_arena() {
+        let (ring, mut head) = Ring::new(3, 10); // 4 slots, 16 arena bytes
+        assert!(!ring.is_allocated());
+        let (mut t, mut p) = (0u64, 0u64);
+        for lap in 0..7u8 {
+            let msgs: Vec<Vec<u8>> = (0..3).map(|k| vec![lap * 3 + k; 1 + k as usize]).collect();
+            let mut at = Vec::new();
+            for m in &msgs {
+                push(&ring, t, p, m);
+                at.push(p);
+                t += 1;
+                p += m.len() as u64;
             }
-            for k in 0..3u64 {
-                let got = ring.take(&mut head).expect("published");
-                assert_eq!(got.payload, vec![((lap as u64 * 3 + k) % 251) as u8]);
+            for (m, &pos) in msgs.iter().zip(&at) {
+                let meta = ring.take(&mut head).expect("published");
+                assert_eq!(meta.len, m.len() as u64);
+                assert_eq!(&read(&ring, pos, meta.len), m, "lap {lap}");
             }
             assert!(ring.take(&mut head).is_none());
         }
+        assert!(p > 16, "the arena wrapped");
     }
 
     #[test]
-    fn unconsumed_messages_are_dropped_with_the_ring() {
-        let (ring, mut head) = Ring::new(2);
-        for t in ring.claim(2) {
-            ring.publish(t, msg(1));
-        }
-        assert!(ring.take(&mut head).is_some());
-        drop(ring); // one left: must not leak (checked by miri / sanitizers) nor double-drop
+    fn nothing_is_allocated_before_the_first_push() {
+        let (ring, mut head) = Ring::new(16, 1 << 20);
+        assert_eq!(ring.allocated_bytes(), 0);
+        assert!(ring.take(&mut head).is_none());
+        push(&ring, 0, 0, b"x");
+        assert!(ring.allocated_bytes() >= 1 << 20);
+    }
+
+    #[test]
+    fn unwrap_tail_follows_the_head_across_the_wrap() {
+        let head = Head { pos: MSG_MASK - 1 };
+        assert_eq!(Ring::unwrap_tail(&head, MSG_MASK), MSG_MASK);
+        assert_eq!(Ring::unwrap_tail(&head, 2), MSG_MASK + 3);
     }
 }

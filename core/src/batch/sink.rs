@@ -1,11 +1,17 @@
 //! Sink-side state, owned by whoever holds the buffer's sink mutex: the staged messages, the
 //! batches in flight, the drain and the counters. Nothing here is concurrent; the concurrency
 //! is in `ring.rs` (messages in) and `word.rs` (admission and capacity).
+//!
+//! A message taken from the ring is staged as a descriptor: its payload stays in the ring's
+//! arena until the batch that carries it is built (one copy, into the batch's own allocation)
+//! or it is handed back. Requeued messages carry their own bytes.
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use super::ring::{Head, Ring};
+use super::ring::{Head, Meta, Ring};
 use super::types::{Batch, BatchData, BatchId, BatchStats, HandedBack, StopReport, Trigger};
+use super::word::Word;
+use crate::sync::{AtomicU64, Ordering};
 use super::{Message, Offset};
 
 /// The checked limits, in the units the algorithm uses.
@@ -26,7 +32,36 @@ pub(super) struct Staged {
     pub(super) seq: u64,
     /// Lower bound of its arrival time (ns on the buffer clock): linger counts from here.
     pub(super) stamp: u64,
-    pub(super) message: Message,
+    pub(super) len: u64,
+    pub(super) offset: Option<Offset>,
+    pub(super) bytes: Bytes,
+}
+
+/// Where a staged message's payload is.
+#[derive(Debug)]
+pub(super) enum Bytes {
+    /// In the ring's arena at this (unwrapped) byte position, until the message is released.
+    Arena(u64),
+    /// Its own copy (a requeued message).
+    Owned(Vec<u8>),
+}
+
+impl Staged {
+    /// An owned copy of the message.
+    fn to_message(&self, ring: &Ring) -> Message {
+        let payload = match &self.bytes {
+            Bytes::Arena(pos) => {
+                // SAFETY: a staged arena message was taken from `ring` and is not released.
+                let (a, b) = unsafe { ring.bytes(*pos, self.len) };
+                [a, b].concat()
+            }
+            Bytes::Owned(v) => v.clone(),
+        };
+        Message {
+            payload,
+            offset: self.offset,
+        }
+    }
 }
 
 /// A batch handed out and not yet acked or nacked.
@@ -76,6 +111,8 @@ fn trigger_index(t: Trigger) -> usize {
 
 pub(super) struct Sink {
     pub(super) head: Head,
+    /// Byte position (unwrapped) of the next message taken from the ring.
+    pub(super) byte_pos: u64,
     /// Seq of the next message taken from the ring (= messages received so far).
     pub(super) next_seq: u64,
     /// Stamp for messages the next drain finds: the time of the previous look (see `drain`).
@@ -102,12 +139,15 @@ pub(super) struct Sink {
     pub(super) reported: Option<Offset>,
     /// Threads waiting on the progress condition variable (flush, stop).
     pub(super) progress_waiters: usize,
+    /// `poll_batch_notify` armed the notifier with nothing buffered (see `look`).
+    pub(super) armed_idle: bool,
 }
 
 impl Sink {
     pub(super) fn new(head: Head, now: u64) -> Sink {
         Sink {
             head,
+            byte_pos: 0,
             next_seq: 0,
             look: now,
             bounds: VecDeque::new(),
@@ -124,6 +164,7 @@ impl Sink {
             acked_unreported: BTreeMap::new(),
             reported: None,
             progress_waiters: 0,
+            armed_idle: false,
         }
     }
 
@@ -137,8 +178,8 @@ impl Sink {
     }
 
     /// Moves every published message from the ring to `ready`.
-    pub(super) fn drain(&mut self, ring: &Ring, now: u64) {
-        self.drain_up_to(ring, now, usize::MAX);
+    pub(super) fn drain(&mut self, ring: &Ring, word: &AtomicU64, now: u64) {
+        self.drain_up_to(ring, word, now, usize::MAX);
     }
 
     /// Moves published messages from the ring to `ready` until it holds more than `want`
@@ -151,10 +192,13 @@ impl Sink {
     /// left behind keep that older stamp. Linger measured from these stamps never fires late; it
     /// may fire early by at most the gap between two looks. (A sink parked while idle is woken
     /// by the first push and looks at once; see `BatchBuffer::next_batch`.)
-    pub(super) fn drain_up_to(&mut self, ring: &Ring, now: u64, want: usize) {
+    pub(super) fn drain_up_to(&mut self, ring: &Ring, word: &AtomicU64, now: u64, want: usize) {
         loop {
             if self.ready.len() > want {
-                let claimed = ring.claimed();
+                // Relaxed: a position only (which messages count as claimed "before now" for
+                // arrival stamps); the data edges are the ring's.
+                let tail = Word(word.load(Ordering::Relaxed)).messages();
+                let claimed = Ring::unwrap_tail(&self.head, tail);
                 let newer = self.bounds.back().is_none_or(|&(end, _)| end < claimed);
                 if claimed > self.head.position() && newer {
                     self.bounds.push_back((claimed, self.look));
@@ -162,19 +206,22 @@ impl Sink {
                 break;
             }
             let pos = self.head.position();
-            let Some(message) = ring.take(&mut self.head) else {
+            let Some(Meta { len, offset }) = ring.take(&mut self.head) else {
                 break;
             };
             while self.bounds.front().is_some_and(|&(end, _)| end <= pos) {
                 self.bounds.pop_front();
             }
             let stamp = self.bounds.front().map_or(self.look, |&(_, s)| s);
-            self.ready_bytes += message.len() as u64;
+            self.ready_bytes += len;
             self.ready.push_back(Staged {
                 seq: self.next_seq,
                 stamp,
-                message,
+                len,
+                offset,
+                bytes: Bytes::Arena(self.byte_pos),
             });
+            self.byte_pos += len;
             self.next_seq += 1;
         }
         self.look = self.look.max(now);
@@ -198,7 +245,7 @@ impl Sink {
                     if n == lim.max_messages {
                         break;
                     }
-                    let len = s.message.len() as u64;
+                    let len = s.len;
                     if n > 0 && bytes + len > lim.max_bytes {
                         closed = true;
                         break;
@@ -234,24 +281,31 @@ impl Sink {
         }
     }
 
-    /// Hands out the first `n` ready messages as a batch.
-    pub(super) fn emit(&mut self, n: usize, trigger: Trigger, owner: usize) -> Batch {
+    /// Hands out the first `n` ready messages as a batch: their payloads are copied, back to
+    /// back, into the batch's one allocation.
+    pub(super) fn emit(&mut self, n: usize, trigger: Trigger, owner: usize, ring: &Ring) -> Batch {
         debug_assert!(n > 0 && n <= self.ready.len());
-        let mut messages = Vec::with_capacity(n);
-        let mut seqs = Vec::with_capacity(n);
-        let (mut bytes, mut highest) = (0u64, None::<Offset>);
+        let bytes: u64 = self.ready.iter().take(n).map(|s| s.len).sum();
+        let mut data = BatchData::with_capacity(n, bytes as usize);
+        let mut highest = None::<Offset>;
         let stamp = self.ready.front().map_or(0, |s| s.stamp);
         for s in self.ready.drain(..n) {
-            bytes += s.message.len() as u64;
-            highest = highest.max(s.message.offset);
-            seqs.push(s.seq);
-            messages.push(s.message);
+            highest = highest.max(s.offset);
+            match &s.bytes {
+                Bytes::Arena(pos) => {
+                    // SAFETY: a staged arena message was taken from `ring` and is not released
+                    // (it is released only once this batch lands, after this copy).
+                    let (a, b) = unsafe { ring.bytes(*pos, s.len) };
+                    data.push(s.seq, s.offset, a, b);
+                }
+                Bytes::Owned(v) => data.push(s.seq, s.offset, v, &[]),
+            }
         }
         self.ready_bytes -= bytes;
         self.counters.by_trigger[trigger_index(trigger)] += 1;
         let id = self.next_batch_id;
         self.next_batch_id += 1;
-        let data = Arc::new(BatchData { messages, seqs });
+        let data = Arc::new(data);
         self.in_flight.insert(
             id,
             InFlight {
@@ -288,18 +342,16 @@ impl Sink {
     pub(super) fn requeue(&mut self, f: InFlight) {
         let stamp = f.stamp;
         let bytes = f.bytes;
-        let data = Arc::try_unwrap(f.data).unwrap_or_else(|shared| BatchData {
-            messages: shared.messages.clone(),
-            seqs: shared.seqs.clone(),
-        });
-        let back: Vec<Staged> = data
-            .seqs
-            .into_iter()
-            .zip(data.messages)
-            .map(|(seq, message)| Staged {
+        let back: Vec<Staged> = f
+            .data
+            .iter()
+            .zip(&f.data.seqs)
+            .map(|(m, &seq)| Staged {
                 seq,
                 stamp,
-                message,
+                len: m.payload.len() as u64,
+                offset: m.offset,
+                bytes: Bytes::Owned(m.payload.to_vec()),
             })
             .collect();
         self.counters.requeued += back.len() as u64;
@@ -364,14 +416,14 @@ impl Sink {
 
     /// Closes the sink side: everything still held is handed back, in seq order. The caller
     /// releases `held_messages()/held_bytes()` from the state word first.
-    pub(super) fn finish(&mut self, now: u64) -> Arc<StopReport> {
+    pub(super) fn finish(&mut self, now: u64, ring: &Ring) -> Arc<StopReport> {
         let deadline = self.drain_deadline.unwrap_or(now);
         let mut back: Vec<(u64, HandedBack)> = Vec::with_capacity(self.held_messages() as usize);
-        for s in self.ready.drain(..) {
+        for s in std::mem::take(&mut self.ready) {
             back.push((
                 s.seq,
                 HandedBack {
-                    message: s.message,
+                    message: s.to_message(ring),
                     outcome_unknown: false,
                 },
             ));
@@ -382,15 +434,11 @@ impl Sink {
         for (id, f) in std::mem::take(&mut self.in_flight) {
             unknown_batches.push(BatchId(id));
             in_flight_unknown += f.messages;
-            let data = Arc::try_unwrap(f.data).unwrap_or_else(|shared| BatchData {
-                messages: shared.messages.clone(),
-                seqs: shared.seqs.clone(),
-            });
-            for (seq, message) in data.seqs.into_iter().zip(data.messages) {
+            for (m, &seq) in f.data.iter().zip(&f.data.seqs) {
                 back.push((
                     seq,
                     HandedBack {
-                        message,
+                        message: m.to_message(),
                         outcome_unknown: true,
                     },
                 ));

@@ -79,18 +79,127 @@ pub enum Trigger {
     Stop,
 }
 
+/// A borrowed message: a payload slice and an optional offset (what a batch's views yield,
+/// and what [`BatchBuffer::push_refs`](super::BatchBuffer::push_refs) copies in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MessageRef<'a> {
+    /// The bytes.
+    pub payload: &'a [u8],
+    /// Where the message comes from in the source log, if anywhere.
+    pub offset: Option<Offset>,
+}
+
+impl<'a> MessageRef<'a> {
+    /// A borrowed message without an offset.
+    pub fn new(payload: &'a [u8]) -> MessageRef<'a> {
+        MessageRef {
+            payload,
+            offset: None,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_message(&self) -> Message {
+        Message {
+            payload: self.payload.to_vec(),
+            offset: self.offset,
+        }
+    }
+}
+
+impl<'a> From<&'a Message> for MessageRef<'a> {
+    fn from(m: &'a Message) -> MessageRef<'a> {
+        MessageRef {
+            payload: &m.payload,
+            offset: m.offset,
+        }
+    }
+}
+
+/// One message of a batch, as laid out in [`Batch::descs`]: its length (its bytes follow the
+/// previous message's in [`Batch::payload_bytes`]) and its offset. `repr(C)`, so a host can
+/// read the array in place (the C ABI's `tidemark_msg_desc` has this layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MessageDesc {
+    /// Payload length in bytes.
+    pub len: u64,
+    /// The offset (meaningful when `has_offset`).
+    pub offset: Offset,
+    /// Whether the message carries an offset.
+    pub has_offset: bool,
+}
+
+impl MessageDesc {
+    /// The offset, if the message has one.
+    pub fn offset(&self) -> Option<Offset> {
+        self.has_offset.then_some(self.offset)
+    }
+}
+
 /// The shared part of a batch: the sink reads it; the buffer keeps it until the batch's outcome
-/// is known, so that a batch still in flight at the stop deadline can be handed back.
+/// is known, so that a batch still in flight at the stop deadline can be handed back. Payloads
+/// are stored back to back in one allocation.
 #[derive(Debug)]
 pub(super) struct BatchData {
-    pub(super) messages: Vec<Message>,
+    pub(super) payload: Vec<u8>,
+    pub(super) descs: Vec<MessageDesc>,
+    /// Per message, where its bytes start in `payload` (plus one entry for the end).
+    pub(super) starts: Vec<usize>,
     /// Per message, the order in which the sink side received it (its global position).
     pub(super) seqs: Vec<u64>,
+    /// Owned copies for [`Batch::messages`], made on first use.
+    pub(super) owned: std::sync::OnceLock<Vec<Message>>,
+}
+
+impl BatchData {
+    pub(super) fn with_capacity(messages: usize, bytes: usize) -> BatchData {
+        let mut starts = Vec::with_capacity(messages + 1);
+        starts.push(0);
+        BatchData {
+            payload: Vec::with_capacity(bytes),
+            descs: Vec::with_capacity(messages),
+            starts,
+            seqs: Vec::with_capacity(messages),
+            owned: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Appends one message (its bytes in up to two pieces, as a wrapped arena stores them).
+    pub(super) fn push(&mut self, seq: u64, offset: Option<Offset>, a: &[u8], b: &[u8]) {
+        self.payload.extend_from_slice(a);
+        self.payload.extend_from_slice(b);
+        self.starts.push(self.payload.len());
+        self.descs.push(MessageDesc {
+            len: (a.len() + b.len()) as u64,
+            offset: offset.unwrap_or_default(),
+            has_offset: offset.is_some(),
+        });
+        self.seqs.push(seq);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.descs.len()
+    }
+
+    pub(super) fn get(&self, i: usize) -> MessageRef<'_> {
+        MessageRef {
+            payload: &self.payload[self.starts[i]..self.starts[i + 1]],
+            offset: self.descs[i].offset(),
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl ExactSizeIterator<Item = MessageRef<'_>> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
 }
 
 /// A batch handed to the sink. Give it back with [`BatchBuffer::ack`](super::BatchBuffer::ack)
 /// or [`BatchBuffer::nack`](super::BatchBuffer::nack); a batch dropped without either stays in
 /// flight and is handed back (outcome unknown) at stop.
+///
+/// Its payloads are views into one allocation ([`get`](Self::get), [`iter`](Self::iter),
+/// [`payload_bytes`](Self::payload_bytes)), valid while the batch is held.
 #[derive(Debug)]
 pub struct Batch {
     pub(super) id: BatchId,
@@ -106,17 +215,38 @@ impl Batch {
     pub fn id(&self) -> BatchId {
         self.id
     }
-    /// The messages, oldest first.
+    /// The messages as owned copies, oldest first. The first call copies every payload (the
+    /// batch stores them back to back); prefer [`iter`](Self::iter) or [`get`](Self::get),
+    /// which borrow.
     pub fn messages(&self) -> &[Message] {
-        &self.data.messages
+        self.data
+            .owned
+            .get_or_init(|| self.data.iter().map(|m| m.to_message()).collect())
+    }
+    /// Message `i` (oldest first), borrowed. Panics when `i >= len()`.
+    pub fn get(&self, i: usize) -> MessageRef<'_> {
+        self.data.get(i)
+    }
+    /// The messages, oldest first, borrowed.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = MessageRef<'_>> + '_ {
+        self.data.iter()
+    }
+    /// Every payload, back to back and oldest first (`bytes()` long); [`descs`](Self::descs)
+    /// gives each message's length and offset.
+    pub fn payload_bytes(&self) -> &[u8] {
+        &self.data.payload
+    }
+    /// Each message's length and offset, oldest first.
+    pub fn descs(&self) -> &[MessageDesc] {
+        &self.data.descs
     }
     /// Number of messages (at least one).
     pub fn len(&self) -> usize {
-        self.data.messages.len()
+        self.data.len()
     }
     /// Always false: the buffer never emits an empty batch.
     pub fn is_empty(&self) -> bool {
-        self.data.messages.is_empty()
+        self.data.len() == 0
     }
     /// Total payload bytes.
     pub fn bytes(&self) -> u64 {
