@@ -4,9 +4,14 @@
 //! Run: `cargo bench -p tidemark-benches --bench batch` (about a minute). Test mode (each
 //! benchmark once): `cargo bench -p tidemark-benches --bench batch -- --test`.
 //!
-//! Pipeline: P producers push 64-byte messages (pre-built, untimed) through the buffer to one
-//! sink thread that acks every batch; a run ends when the sink has seen every message. Both
-//! implementations pay the same per-message allocation and cross-thread free.
+//! Pipeline: P producers push 64-byte messages through the buffer to one sink thread that reads
+//! every payload of every batch and acks it; a run ends when the sink has seen every message.
+//! Two input shapes, each against the baseline a user would write for it:
+//! - `slice`: the producer holds bytes it keeps (a receive buffer, a decoded frame): tidemark
+//!   copies them in (`try_push_slice`); the channel user must allocate an owned copy per
+//!   message (`to_vec`) to send it, and the sink frees it.
+//! - `owned`: the producer already holds one `Vec` per message (pre-built, untimed): the channel
+//!   moves it; tidemark copies it in and the producer frees it (`try_push`).
 use std::hint::black_box;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,6 +31,13 @@ fn messages(n: usize) -> Vec<Vec<u8>> {
     (0..n).map(|i| vec![i as u8; MESSAGE_BYTES]).collect()
 }
 
+/// One contiguous input of `n` messages (the producer's own bytes, which it keeps).
+fn packed(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| std::iter::repeat_n(i as u8, MESSAGE_BYTES))
+        .collect()
+}
+
 fn config() -> BatchConfig {
     let mut c = BatchConfig::default();
     c.max_messages = BATCH;
@@ -37,30 +49,63 @@ fn config() -> BatchConfig {
     c
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    Slice,
+    Owned,
+}
+
+/// The tidemark sink: reads every payload (as a consumer would), acks every batch.
+fn tidemark_sink(buffer: &BatchBuffer) {
+    let mut seen = 0;
+    while seen < RUN {
+        let batch = buffer.next_batch(Duration::from_secs(5)).unwrap();
+        seen += batch.len();
+        let mut sum = 0usize;
+        for m in batch.iter() {
+            sum += m.payload[0] as usize;
+        }
+        black_box(sum);
+        buffer.ack(batch).unwrap();
+    }
+}
+
 /// One run through tidemark: returns the time from the first push to the last ack.
-fn run_tidemark(producers: usize) -> Duration {
+fn run_tidemark(producers: usize, input: Input) -> Duration {
     let buffer = BatchBuffer::new(config()).unwrap();
     let per = RUN / producers;
-    let inputs: Vec<Vec<Vec<u8>>> = (0..producers).map(|_| messages(per)).collect();
+    let slices: Vec<Vec<u8>> = (0..producers).map(|_| packed(per)).collect();
+    let owned: Vec<Vec<Vec<u8>>> = match input {
+        Input::Owned => (0..producers).map(|_| messages(per)).collect(),
+        Input::Slice => Vec::new(),
+    };
     let start = Instant::now();
     thread::scope(|s| {
         let buffer = &buffer;
-        s.spawn(move || {
-            let mut seen = 0;
-            while seen < RUN {
-                let batch = buffer.next_batch(Duration::from_secs(5)).unwrap();
-                seen += batch.len();
-                buffer.ack(batch).unwrap();
-            }
-        });
-        for input in inputs {
-            s.spawn(move || {
-                for m in input {
-                    buffer
-                        .push_timeout(m, None, Duration::from_secs(5))
-                        .unwrap();
+        s.spawn(move || tidemark_sink(buffer));
+        match input {
+            Input::Slice => {
+                for bytes in &slices {
+                    s.spawn(move || {
+                        for m in bytes.chunks_exact(MESSAGE_BYTES) {
+                            buffer
+                                .push_slice_timeout(m, None, Duration::from_secs(5))
+                                .unwrap();
+                        }
+                    });
                 }
-            });
+            }
+            Input::Owned => {
+                for input in owned {
+                    s.spawn(move || {
+                        for m in input {
+                            buffer
+                                .push_timeout(m, None, Duration::from_secs(5))
+                                .unwrap();
+                        }
+                    });
+                }
+            }
         }
     });
     start.elapsed()
@@ -68,11 +113,16 @@ fn run_tidemark(producers: usize) -> Duration {
 
 /// The baseline: a bounded crossbeam channel and a sink that batches into a `Vec` by count and
 /// linger (age of the batch's first message). It takes what is queued with `try_recv` and reads
-/// the clock only when it has to wait, so it pays no clock read per message.
-fn run_baseline(producers: usize) -> Duration {
+/// the clock only when it has to wait, so it pays no clock read per message. With `Slice`
+/// input the producer sends an owned copy of each message (`to_vec`).
+fn run_baseline(producers: usize, input: Input) -> Duration {
     let (tx, rx) = bounded::<Vec<u8>>(CAPACITY);
     let per = RUN / producers;
-    let inputs: Vec<Vec<Vec<u8>>> = (0..producers).map(|_| messages(per)).collect();
+    let slices: Vec<Vec<u8>> = (0..producers).map(|_| packed(per)).collect();
+    let owned: Vec<Vec<Vec<u8>>> = match input {
+        Input::Owned => (0..producers).map(|_| messages(per)).collect(),
+        Input::Slice => Vec::new(),
+    };
     let start = Instant::now();
     thread::scope(|s| {
         s.spawn(move || {
@@ -81,6 +131,11 @@ fn run_baseline(producers: usize) -> Duration {
             let mut first_at: Option<Instant> = None;
             let emit = |batch: &mut Vec<Vec<u8>>, seen: &mut usize| {
                 *seen += batch.len();
+                let mut sum = 0usize;
+                for m in batch.iter() {
+                    sum += m[0] as usize;
+                }
+                black_box(sum);
                 black_box(std::mem::replace(batch, Vec::with_capacity(BATCH)));
             };
             while seen < RUN {
@@ -119,13 +174,27 @@ fn run_baseline(producers: usize) -> Duration {
                 }
             }
         });
-        for input in inputs {
-            let tx = tx.clone();
-            s.spawn(move || {
-                for m in input {
-                    tx.send(m).unwrap();
+        match input {
+            Input::Slice => {
+                for bytes in &slices {
+                    let tx = tx.clone();
+                    s.spawn(move || {
+                        for m in bytes.chunks_exact(MESSAGE_BYTES) {
+                            tx.send(m.to_vec()).unwrap();
+                        }
+                    });
                 }
-            });
+            }
+            Input::Owned => {
+                for input in owned {
+                    let tx = tx.clone();
+                    s.spawn(move || {
+                        for m in input {
+                            tx.send(m).unwrap();
+                        }
+                    });
+                }
+            }
         }
         drop(tx);
     });
@@ -139,17 +208,19 @@ fn throughput(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(RUN as u64));
-    for producers in [1usize, 2] {
-        group.bench_with_input(
-            BenchmarkId::new("tidemark", producers),
-            &producers,
-            |b, &p| b.iter_custom(|iters| (0..iters).map(|_| run_tidemark(p)).sum()),
-        );
-        group.bench_with_input(
-            BenchmarkId::new("crossbeam+vec", producers),
-            &producers,
-            |b, &p| b.iter_custom(|iters| (0..iters).map(|_| run_baseline(p)).sum()),
-        );
+    for (input, name) in [(Input::Slice, "slice"), (Input::Owned, "owned")] {
+        for producers in [1usize, 2] {
+            group.bench_with_input(
+                BenchmarkId::new(format!("tidemark/{name}"), producers),
+                &producers,
+                |b, &p| b.iter_custom(|iters| (0..iters).map(|_| run_tidemark(p, input)).sum()),
+            );
+            group.bench_with_input(
+                BenchmarkId::new(format!("crossbeam+vec/{name}"), producers),
+                &producers,
+                |b, &p| b.iter_custom(|iters| (0..iters).map(|_| run_baseline(p, input)).sum()),
+            );
+        }
     }
     group.finish();
 }
@@ -181,6 +252,49 @@ fn push_latency(c: &mut Criterion) {
                 let _ = buffer.flush(buffer.now());
                 while let Poll::Ready(batch) = buffer.poll_batch(buffer.now()) {
                     buffer.ack(batch).unwrap();
+                }
+            }
+            total
+        })
+    });
+    group.bench_function("tidemark_try_push_slice", |b| {
+        let buffer = BatchBuffer::new(config()).unwrap();
+        let input = packed(CHUNK as usize);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let k = left.min(CHUNK);
+                let start = Instant::now();
+                for m in input.chunks_exact(MESSAGE_BYTES).take(k as usize) {
+                    buffer.try_push_slice(m, None).unwrap();
+                }
+                total += start.elapsed();
+                left -= k;
+                let _ = buffer.flush(buffer.now());
+                while let Poll::Ready(batch) = buffer.poll_batch(buffer.now()) {
+                    buffer.ack(batch).unwrap();
+                }
+            }
+            total
+        })
+    });
+    group.bench_function("crossbeam_try_send_to_vec", |b| {
+        let (tx, rx) = bounded::<Vec<u8>>(CAPACITY);
+        let input = packed(CHUNK as usize);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let k = left.min(CHUNK);
+                let start = Instant::now();
+                for m in input.chunks_exact(MESSAGE_BYTES).take(k as usize) {
+                    tx.try_send(m.to_vec()).unwrap();
+                }
+                total += start.elapsed();
+                left -= k;
+                while let Ok(m) = rx.try_recv() {
+                    black_box(m);
                 }
             }
             total

@@ -1,14 +1,17 @@
-//! loom models of the batch buffer's protocols: admission closing (push vs stop), the ring's lap
-//! boundary (a producer publishing into a slot the consumer is freeing), and ack/nack vs stop.
+//! loom models of the batch buffer's protocols: admission closing (push vs stop), two producers
+//! sharing the reservation word, the ring's lap boundary (a producer publishing into a slot and
+//! arena bytes the consumer is freeing), ack/nack vs stop, and the sink's two ways to wait for
+//! a push: parked in `next_batch` (a real condition-variable wait) and armed by
+//! `poll_batch_notify`.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p loom-tests --release --test batch`.
 //!
 //! Capacities are shrunk to 2 messages (a ring of 2 slots, the smallest with two distinct stamp
 //! states per slot): every message is one CAS on the state word, one ticket, two stamp accesses
 //! and a sink-mutex round, so each extra message multiplies the interleavings loom explores;
-//! two slots are enough to reach the wrap-around, where slot reuse depends on edge R2. The
-//! models use only the non-blocking calls (`try_push`, `poll_batch`, `begin_stop`/`poll_stop`,
-//! `ack`/`nack`): under loom there is no time, so a blocking call would spin.
+//! two slots are enough to reach the wrap-around, where slot reuse depends on edge R2 and arena
+//! reuse on edge R3. Under loom a timed condition-variable wait waits for a notification only,
+//! so a lost wake-up of the parked sink fails the model as a deadlock.
 #![cfg(tidemark_loom)]
 
 use std::sync::Arc as StdArc;
@@ -23,10 +26,11 @@ const T0: Duration = Duration::ZERO;
 fn buffer() -> Arc<BatchBuffer> {
     let mut c = BatchConfig::default();
     c.max_messages = 1;
-    c.max_bytes = 1 << 10;
+    c.max_bytes = 2;
     c.linger = Duration::ZERO;
     c.capacity_messages = 2;
-    c.capacity_bytes = 1 << 10;
+    // Two arena bytes for 1-byte messages: the third message reuses the first one's byte.
+    c.capacity_bytes = 2;
     c.max_inflight_batches = 2;
     c.clock = Some(StdArc::new(ManualClock::new(T0)));
     Arc::new(BatchBuffer::new(c).unwrap())
@@ -216,4 +220,98 @@ fn nack_requeue_vs_stop() {
 #[test]
 fn nack_fail_vs_stop() {
     ack_or_nack_vs_stop(Some(false));
+}
+
+/// Two producers push one message each at once: their CASes on the one state word hand out
+/// distinct tickets and arena bytes, and the sink gets both payloads intact, each producer's in
+/// its own order.
+#[test]
+fn two_producers_share_the_reservation_word() {
+    loom::model(|| {
+        let b = buffer();
+        let ps: Vec<_> = [7u8, 9u8]
+            .into_iter()
+            .map(|v| {
+                let b = b.clone();
+                thread::spawn(move || b.try_push_slice(&[v], None).is_ok())
+            })
+            .collect();
+        let ok: Vec<bool> = ps.into_iter().map(|p| p.join().unwrap()).collect();
+        assert_eq!(ok, [true, true], "two fit the capacity");
+        let mut got = Vec::new();
+        while let Poll::Ready(batch) = b.poll_batch(T0) {
+            got.extend(batch.iter().map(|m| m.payload.to_vec()));
+            b.ack(batch).unwrap();
+        }
+        got.sort();
+        assert_eq!(got, [vec![7], vec![9]]);
+    });
+}
+
+/// The sink parks in `next_batch` with nothing buffered (SLEEPING, threshold "one more
+/// message", a real condvar wait) while a producer pushes: whichever comes first, the sink
+/// gets the message. A lost wake-up leaves the sink waiting forever: a loom deadlock.
+#[test]
+fn sink_park_vs_push() {
+    loom::model(|| {
+        let b = buffer();
+        let sink = {
+            let b = b.clone();
+            thread::spawn(move || {
+                let batch = b.next_batch(Duration::from_secs(3600)).expect("a batch");
+                let got = batch.get(0).payload.to_vec();
+                b.ack(batch).unwrap();
+                got
+            })
+        };
+        b.try_push_slice(&[5], None).unwrap();
+        assert_eq!(sink.join().unwrap(), [5]);
+    });
+}
+
+/// The sink arms the notifier with `poll_batch_notify` and waits for it (a loom condvar) while
+/// a producer pushes: the notification is never lost between the poll and the arming.
+#[test]
+fn armed_sink_vs_push() {
+    use loom::sync::{Condvar, Mutex};
+    loom::model(|| {
+        let b = buffer();
+        let signal = Arc::new((Mutex::new(false), Condvar::new()));
+        {
+            let signal = signal.clone();
+            b.set_notifier(Some(StdArc::new(move || {
+                let (m, cv) = &*signal;
+                *m.lock().unwrap() = true;
+                cv.notify_all();
+            })));
+        }
+        let sink = {
+            let b = b.clone();
+            let signal = signal.clone();
+            thread::spawn(move || {
+                loop {
+                    match b.poll_batch_notify(T0) {
+                        Poll::Ready(batch) => {
+                            let got = batch.get(0).payload.to_vec();
+                            b.ack(batch).unwrap();
+                            return got;
+                        }
+                        Poll::Wait(Some(_)) => thread::yield_now(), // a producer mid-publish
+                        Poll::Wait(None) => {
+                            let (m, cv) = &*signal;
+                            let mut fired = m.lock().unwrap();
+                            while !*fired {
+                                fired = cv.wait(fired).unwrap();
+                            }
+                            *fired = false;
+                        }
+                        Poll::Closed => panic!("closed"),
+                    }
+                }
+            })
+        };
+        b.try_push_slice(&[6], None).unwrap();
+        assert_eq!(sink.join().unwrap(), [6]);
+        b.set_notifier(None);
+    });
 }

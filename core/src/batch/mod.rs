@@ -74,7 +74,8 @@ const MANUAL_CLOCK_SLICE: Duration = Duration::from_millis(2);
 
 /// How many times a sink that found nothing new looks again (spinning, then yielding) before it
 /// parks in `next_batch`.
-const SPIN_ROUNDS: u32 = 12;
+/// (Under loom, one round: the models check the park handshake, not the spinning.)
+const SPIN_ROUNDS: u32 = if crate::sync::LOOM { 1 } else { 12 };
 
 /// How soon `poll_batch_notify` asks to be called again when a producer has reserved but not
 /// yet published (a window of a few instructions, unless that thread was descheduled).

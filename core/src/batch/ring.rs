@@ -58,6 +58,29 @@ struct Parts {
     slots: Box<[Slot]>,
     arena: *mut u8,
     arena_len: usize,
+    /// Under loom, one tracked cell per arena byte: every write and read of arena bytes also
+    /// touches these, so loom checks that edges R1 and R3 order them (the raw bytes themselves
+    /// are invisible to it).
+    #[cfg(tidemark_loom)]
+    shadow: Box<[UnsafeCell<()>]>,
+}
+
+impl Parts {
+    /// Tells loom about an access to arena bytes `[start, start + len)` (wrapping).
+    #[inline]
+    fn shadow(&self, start: usize, len: usize, write: bool) {
+        #[cfg(tidemark_loom)]
+        for i in 0..len {
+            let cell = &self.shadow[(start + i) % self.arena_len];
+            if write {
+                cell.with_mut(|_| ());
+            } else {
+                cell.with(|_| ());
+            }
+        }
+        #[cfg(not(tidemark_loom))]
+        let _ = (start, len, write);
+    }
 }
 
 impl Drop for Parts {
@@ -91,6 +114,8 @@ impl Parts {
             slots,
             arena,
             arena_len,
+            #[cfg(tidemark_loom)]
+            shadow: (0..arena_len).map(|_| UnsafeCell::new(())).collect(),
         }))
     }
 }
@@ -219,6 +244,7 @@ impl Ring {
         let mask = self.arena_len - 1;
         let start = (byte_pos & mask) as usize;
         let first = payload.len().min(parts.arena_len - start);
+        parts.shadow(start, payload.len(), true);
         // SAFETY: the reserved range `[start, start + len)` (wrapping once at the end) lies in
         // the arena, and no other thread reads or writes it: it is reserved for us and released
         // by its previous user (edge R3).
@@ -284,6 +310,7 @@ impl Ring {
         let start = (byte_pos & (self.arena_len - 1)) as usize;
         let len = len as usize;
         let first = len.min(parts.arena_len - start);
+        parts.shadow(start, len, false);
         // SAFETY: as for `publish`: in bounds, and stable while the message is unreleased;
         // edge R1 made the producer's writes visible when the message was taken.
         unsafe {
