@@ -59,7 +59,17 @@ fn config() -> impl Strategy<Value = BatchConfig> {
 }
 
 fn id_of(b: &Batch) -> Vec<u64> {
-    b.messages().iter().map(|m| m.offset.unwrap().tx).collect()
+    b.iter().map(|m| m.offset.unwrap().tx).collect()
+}
+
+/// The payload of message `id`: its bytes name it, so a payload overwritten in the arena (or
+/// copied from the wrong place) shows up as a mismatch, not only a wrong count.
+fn payload_of(id: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (id as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
+}
+
+fn payload_ok(id: u64, payload: &[u8]) -> bool {
+    payload == payload_of(id, payload.len()).as_slice()
 }
 
 fn as_ref_report(r: &StopReport) -> RefReport {
@@ -90,9 +100,14 @@ fn run(config: BatchConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Push(len) => {
                 let id = next_id;
                 next_id += 1;
-                let real = buffer
-                    .try_push(vec![7; len], Some(Offset::new(id, 0)))
-                    .map_err(|e| e.reason);
+                let payload = payload_of(id, len);
+                let offset = Some(Offset::new(id, 0));
+                // Both push paths: owned (copied in, the Vec freed) and borrowed.
+                let real = if id % 2 == 0 {
+                    buffer.try_push(payload, offset).map_err(|e| e.reason)
+                } else {
+                    buffer.try_push_slice(&payload, offset)
+                };
                 prop_assert_eq!(real, model.push(id, len), "push {} of {} bytes", id, len);
             }
             Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
@@ -102,6 +117,11 @@ fn run(config: BatchConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match (real, want) {
                     (Poll::Ready(b), RefPoll::Ready(n, ids, trigger)) => {
                         prop_assert_eq!((b.id().get(), id_of(&b), b.trigger()), (n, ids, trigger));
+                        for m in b.iter() {
+                            let id = m.offset.unwrap().tx;
+                            prop_assert!(payload_ok(id, m.payload), "payload of {} corrupted", id);
+                        }
+                        prop_assert_eq!(b.payload_bytes().len() as u64, b.bytes());
                         out.push(b);
                     }
                     (Poll::Wait(a), RefPoll::Wait(b)) => prop_assert_eq!(a, b),
@@ -144,6 +164,10 @@ fn run(config: BatchConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .expect("a stop at its deadline finishes");
     let want = model.poll_stop(now).unwrap();
     prop_assert_eq!(as_ref_report(&real), want);
+    for h in &real.handed_back {
+        let id = h.message.offset.unwrap().tx;
+        prop_assert!(payload_ok(id, &h.message.payload), "handed-back payload of {} corrupted", id);
+    }
     prop_assert_eq!(
         real.accepted,
         real.delivered + real.failed + real.handed_back_count()

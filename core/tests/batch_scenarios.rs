@@ -770,3 +770,86 @@ fn acking_batches_moves_the_tracker_ack_through_the_link() {
     let s = buffer.stats();
     assert_eq!((s.delivered, s.link_errors), (1, 1));
 }
+
+/// A buffer nobody pushed to holds no ring and no arena: only its fixed struct (the issue's
+/// bound for an idle 16-message buffer is 2 KiB), and the first push allocates them.
+#[test]
+fn an_idle_buffer_allocates_no_ring_or_arena() {
+    let b = BatchBuffer::new(config(|c| {
+        c.max_messages = 16;
+        c.capacity_messages = 16;
+        c.max_bytes = 16 * 64;
+        c.capacity_bytes = 16 * 64;
+    }))
+    .unwrap();
+    let idle = b.memory_bytes();
+    assert!(idle <= 2048, "idle buffer: {idle} bytes");
+    b.try_push_slice(b"x", None).unwrap();
+    assert!(b.memory_bytes() >= idle + 16 * 64, "the first push allocates the arena");
+}
+
+/// Payloads that wrap around the arena's end, of mixed sizes, with batches acked out of order,
+/// come out intact; a message the buffer can never hold is refused as `TooLarge` with nothing
+/// reserved, and one that would fit later is refused as `Full`.
+#[test]
+fn arena_wrap_around_fragmentation_and_oversize() {
+    let b = BatchBuffer::new(config(|c| {
+        c.max_messages = 3;
+        c.capacity_messages = 6;
+        c.max_bytes = 40;
+        c.capacity_bytes = 40; // a 64-byte arena
+        c.max_inflight_batches = 3;
+        c.linger = Duration::ZERO;
+    }))
+    .unwrap();
+    let payload = |id: u64| -> Vec<u8> {
+        let len = 1 + (id * 7 % 13) as usize;
+        (0..len).map(|i| (id as u8) ^ (i as u8).wrapping_mul(17)).collect()
+    };
+    let mut next = 0u64;
+    let mut held: Vec<tidemark::batch::Batch> = Vec::new();
+    let mut delivered = 0u64;
+    for round in 0..200u64 {
+        // Fill until refused; every refusal is Full (nothing here exceeds the capacity).
+        loop {
+            let p = payload(next);
+            match b.try_push_slice(&p, Some(Offset::new(next, 0))) {
+                Ok(()) => next += 1,
+                Err(r) => {
+                    assert_eq!(r, PushRefusal::Full);
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            b.try_push_slice(&[0; 41], None),
+            Err(PushRefusal::TooLarge),
+            "larger than capacity_bytes"
+        );
+        while let Poll::Ready(batch) = b.poll_batch(b.now()) {
+            for m in batch.iter() {
+                let id = m.offset.unwrap().tx;
+                assert_eq!(m.payload, payload(id).as_slice(), "message {id} in round {round}");
+            }
+            held.push(batch);
+        }
+        // Ack out of order: the newest first, every other round the oldest stays out longer.
+        let keep = usize::from(round % 2 == 0 && held.len() > 1);
+        while held.len() > keep {
+            let batch = held.pop().unwrap();
+            delivered += batch.len() as u64;
+            b.ack(batch).unwrap();
+        }
+    }
+    for batch in held {
+        delivered += batch.len() as u64;
+        b.ack(batch).unwrap();
+    }
+    let report = b.stop(b.now());
+    assert_eq!(report.accepted, next);
+    assert_eq!(report.delivered, delivered);
+    assert!(report.handed_back.is_empty());
+    assert!(next > 64, "the arena wrapped many times ({next} messages)");
+    let stats = b.stats();
+    assert!(stats.rejected_too_large >= 200);
+}
