@@ -246,7 +246,7 @@ typedef struct tidemark_message {
 } tidemark_message;
 
 // One message of a packed push (`tidemark_batch_buffer_push_packed`) or of a batch view
-// (`tidemark_batch_view`): its length (its bytes follow the previous message's in the payload
+// (`tidemark_batch_get_view`): its length (its bytes follow the previous message's in the payload
 // buffer) and its offset.
 typedef struct tidemark_msg_desc {
   // Payload length in bytes.
@@ -312,7 +312,7 @@ typedef struct tidemark_batch_summary {
   tidemark_trigger trigger;
 } tidemark_batch_summary;
 
-// A borrowed view of a whole batch (`tidemark_batch_view`): valid until the batch handle is
+// A borrowed view of a whole batch (`tidemark_batch_get_view`): valid until the batch handle is
 // released.
 typedef struct tidemark_batch_view {
   // Every payload, back to back, oldest first (never NULL; not to be read when
@@ -747,8 +747,8 @@ tidemark_status tidemark_batch_messages(const struct tidemark_batch *batch,
 // # Safety
 // - `batch` is NULL or a live batch handle (not freed, and not freed during the call).
 // - `out` is NULL or points to writable memory for one `tidemark_batch_view`.
-tidemark_status tidemark_batch_view(const struct tidemark_batch *batch,
-                                    struct tidemark_batch_view *out);
+tidemark_status tidemark_batch_get_view(const struct tidemark_batch *batch,
+                                        struct tidemark_batch_view *out);
 
 // Copies every payload of the batch, back to back and oldest first, into `dst[0..cap)` (one
 // crossing for a host that wants its own copy; lengths come from `tidemark_batch_messages` or

@@ -65,7 +65,9 @@ fn id_of(b: &Batch) -> Vec<u64> {
 /// The payload of message `id`: its bytes name it, so a payload overwritten in the arena (or
 /// copied from the wrong place) shows up as a mismatch, not only a wrong count.
 fn payload_of(id: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (id as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
+    (0..len)
+        .map(|i| (id as u8).wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
 }
 
 fn payload_ok(id: u64, payload: &[u8]) -> bool {
@@ -166,7 +168,11 @@ fn run(config: BatchConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
     prop_assert_eq!(as_ref_report(&real), want);
     for h in &real.handed_back {
         let id = h.message.offset.unwrap().tx;
-        prop_assert!(payload_ok(id, &h.message.payload), "handed-back payload of {} corrupted", id);
+        prop_assert!(
+            payload_ok(id, &h.message.payload),
+            "handed-back payload of {} corrupted",
+            id
+        );
     }
     prop_assert_eq!(
         real.accepted,

@@ -785,7 +785,10 @@ fn an_idle_buffer_allocates_no_ring_or_arena() {
     let idle = b.memory_bytes();
     assert!(idle <= 2048, "idle buffer: {idle} bytes");
     b.try_push_slice(b"x", None).unwrap();
-    assert!(b.memory_bytes() >= idle + 16 * 64, "the first push allocates the arena");
+    assert!(
+        b.memory_bytes() >= idle + 16 * 64,
+        "the first push allocates the arena"
+    );
 }
 
 /// Payloads that wrap around the arena's end, of mixed sizes, with batches acked out of order,
@@ -804,7 +807,9 @@ fn arena_wrap_around_fragmentation_and_oversize() {
     .unwrap();
     let payload = |id: u64| -> Vec<u8> {
         let len = 1 + (id * 7 % 13) as usize;
-        (0..len).map(|i| (id as u8) ^ (i as u8).wrapping_mul(17)).collect()
+        (0..len)
+            .map(|i| (id as u8) ^ (i as u8).wrapping_mul(17))
+            .collect()
     };
     let mut next = 0u64;
     let mut held: Vec<tidemark::batch::Batch> = Vec::new();
@@ -829,7 +834,11 @@ fn arena_wrap_around_fragmentation_and_oversize() {
         while let Poll::Ready(batch) = b.poll_batch(b.now()) {
             for m in batch.iter() {
                 let id = m.offset.unwrap().tx;
-                assert_eq!(m.payload, payload(id).as_slice(), "message {id} in round {round}");
+                assert_eq!(
+                    m.payload,
+                    payload(id).as_slice(),
+                    "message {id} in round {round}"
+                );
             }
             held.push(batch);
         }

@@ -197,7 +197,8 @@ pub unsafe extern "C" fn tidemark_batch_buffer_try_push(
         let (b, m) = unsafe { (self::buffer(buffer)?, cast::input(message)?) };
         // SAFETY: as above (the bytes are read only once the length fits the buffer).
         let m = unsafe { borrowed(b, m)? };
-        b.try_push_slice(m.payload, m.offset).map_err(refusal_status)
+        b.try_push_slice(m.payload, m.offset)
+            .map_err(refusal_status)
     })
 }
 
@@ -789,7 +790,7 @@ pub unsafe extern "C" fn tidemark_batch_messages(
 /// - `batch` is NULL or a live batch handle (not freed, and not freed during the call).
 /// - `out` is NULL or points to writable memory for one `tidemark_batch_view`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn tidemark_batch_view(
+pub unsafe extern "C" fn tidemark_batch_get_view(
     batch: *const tidemark_batch,
     out: *mut tidemark_batch_view,
 ) -> tidemark_status {

@@ -329,7 +329,7 @@ impl tidemark_message {
 }
 
 /// One message of a packed push (`tidemark_batch_buffer_push_packed`) or of a batch view
-/// (`tidemark_batch_view`): its length (its bytes follow the previous message's in the payload
+/// (`tidemark_batch_get_view`): its length (its bytes follow the previous message's in the payload
 /// buffer) and its offset.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -372,7 +372,7 @@ impl tidemark_msg_desc {
     }
 }
 
-/// A borrowed view of a whole batch (`tidemark_batch_view`): valid until the batch handle is
+/// A borrowed view of a whole batch (`tidemark_batch_get_view`): valid until the batch handle is
 /// released.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -1,5 +1,6 @@
 /* Batch buffer scenarios through the C ABI: triggers, ack/nack, drain on stop with hand-back
- * (a stuck sink), a sink thread draining everything, push_many, the tracker link. */
+ * (a stuck sink), a sink thread draining everything, push_many, packed pushes and batch views,
+ * the notify callback, the tracker link. */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -303,10 +304,76 @@ static void test_tracker_link(void) {
   tidemark_tracker_free(t);
 }
 
+static void on_notify(void *ctx) { __atomic_add_fetch((int *)ctx, 1, __ATOMIC_SEQ_CST); }
+
+static void test_packed_push_view_and_notify(void) {
+  tidemark_batch_buffer *b = new_buffer(4, 3600ull * 1000 * 1000, 6);
+  int notified = 0;
+  CHECK_OK(tidemark_batch_buffer_set_notify(b, on_notify, &notified));
+  /* Armed with nothing buffered: WOULD_BLOCK, no linger pending. */
+  tidemark_batch *batch = NULL;
+  uint64_t wait_us = 0;
+  CHECK_STATUS(tidemark_batch_buffer_poll_batch_notify(b, &batch, &wait_us), TIDEMARK_STATUS_WOULD_BLOCK);
+  CHECK(batch == NULL && wait_us == UINT64_MAX);
+
+  const char payload[] = "aabbbcdddd"; /* "aa" "bbb" "c" "" "dddd" packed back to back */
+  tidemark_msg_desc d[5];
+  const uint64_t lens[5] = {2, 3, 1, 0, 4};
+  for (int i = 0; i < 5; i++) {
+    d[i].len = lens[i];
+    d[i].offset.tx = 10 + (uint64_t)i;
+    d[i].offset.op = 0;
+    d[i].has_offset = (i != 2);
+  }
+  size_t accepted = 99;
+  tidemark_status refusal = TIDEMARK_STATUS_PANIC;
+  /* Lying lengths (they do not add up to the payload) refuse the whole call. */
+  CHECK_STATUS(tidemark_batch_buffer_push_packed(b, (const uint8_t *)payload, 9, d, 5, &accepted, &refusal),
+               TIDEMARK_STATUS_INVALID_ARGUMENT);
+  CHECK(accepted == 99 && refusal == TIDEMARK_STATUS_PANIC);
+  CHECK_STATUS(tidemark_batch_buffer_push_packed(b, NULL, 10, d, 5, &accepted, &refusal),
+               TIDEMARK_STATUS_NULL_ARGUMENT);
+  CHECK_OK(tidemark_batch_buffer_push_packed(b, (const uint8_t *)payload, 10, d, 5, &accepted, &refusal));
+  CHECK(accepted == 5 && refusal == TIDEMARK_STATUS_OK);
+  CHECK(__atomic_load_n(&notified, __ATOMIC_SEQ_CST) == 1); /* the first push woke the armed sink */
+  /* Capacity 6: two more fit, the rest is refused FULL. */
+  CHECK_OK(tidemark_batch_buffer_push_packed(b, (const uint8_t *)payload, 10, d, 5, &accepted, &refusal));
+  CHECK(accepted == 1 && refusal == TIDEMARK_STATUS_FULL);
+
+  CHECK_OK(tidemark_batch_buffer_poll_batch_notify(b, &batch, &wait_us));
+  tidemark_batch_view v;
+  CHECK_OK(tidemark_batch_get_view(batch, &v));
+  CHECK(v.len == 4 && v.payload_len == 6 && memcmp(v.payload, "aabbbc", 6) == 0);
+  CHECK(v.descs[0].len == 2 && v.descs[1].len == 3 && v.descs[2].len == 1 && v.descs[3].len == 0);
+  CHECK(v.descs[1].has_offset && v.descs[1].offset.tx == 11 && !v.descs[2].has_offset);
+  CHECK_STATUS(tidemark_batch_get_view(batch, NULL), TIDEMARK_STATUS_NULL_ARGUMENT);
+  CHECK_OK(tidemark_batch_buffer_ack(b, batch));
+  /* The remaining two ("dddd" and the second call's "aa") are not a full batch: WOULD_BLOCK,
+   * armed; an ack-free stop notifies the armed sink. */
+  CHECK_STATUS(tidemark_batch_buffer_poll_batch_notify(b, &batch, &wait_us), TIDEMARK_STATUS_WOULD_BLOCK);
+  int before = __atomic_load_n(&notified, __ATOMIC_SEQ_CST);
+  CHECK_OK(tidemark_batch_buffer_begin_stop(b, 1000));
+  CHECK(__atomic_load_n(&notified, __ATOMIC_SEQ_CST) == before + 1);
+  CHECK_OK(tidemark_batch_buffer_poll_batch_notify(b, &batch, &wait_us));
+  CHECK_OK(tidemark_batch_get_view(batch, &v));
+  CHECK(v.len == 2 && v.payload_len == 6 && memcmp(v.payload, "ddddaa", 6) == 0);
+  CHECK_OK(tidemark_batch_buffer_ack(b, batch));
+  CHECK_STATUS(tidemark_batch_buffer_poll_batch_notify(b, &batch, &wait_us), TIDEMARK_STATUS_CLOSED);
+  CHECK_OK(tidemark_batch_buffer_set_notify(b, NULL, NULL));
+  tidemark_stop_report *r = NULL;
+  CHECK_OK(tidemark_batch_buffer_poll_stop(b, &r));
+  tidemark_stop_counts c;
+  CHECK_OK(tidemark_stop_report_counts(r, &c));
+  CHECK(c.accepted == 6 && c.delivered == 6 && c.handed_back == 0);
+  tidemark_stop_report_free(r);
+  tidemark_batch_buffer_free(b);
+}
+
 int main(void) {
   test_stop_hands_back_in_order();
   test_sink_thread_drains_everything();
   test_push_many_nack_and_payload_copy();
+  test_packed_push_view_and_notify();
   test_tracker_link();
   return check_summary("batch_test");
 }

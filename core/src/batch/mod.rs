@@ -46,8 +46,8 @@ pub use link::TrackerLink;
 pub use reference::{RefPoll, RefReport, ReferenceBatcher};
 pub use types::{
     AckError, Batch, BatchConfig, BatchId, BatchStats, Clock, ConfigError, FlushError, FlushLink,
-    HandedBack, LinkError, ManualClock, Message, MessageDesc, MessageRef, Poll, PushError, PushManyError, PushRefusal,
-    StopReport, SystemClock, TakeError, Trigger,
+    HandedBack, LinkError, ManualClock, Message, MessageDesc, MessageRef, Poll, PushError,
+    PushManyError, PushRefusal, StopReport, SystemClock, TakeError, Trigger,
 };
 
 use crate::sync::Backoff;
@@ -296,7 +296,11 @@ impl BatchBuffer {
     /// not. The fast path: one CAS on the state word (phase, capacity and the reservation of a
     /// ring slot and arena bytes), one copy into the arena, one slot publication.
     #[inline]
-    pub fn try_push_slice(&self, payload: &[u8], offset: Option<Offset>) -> Result<(), PushRefusal> {
+    pub fn try_push_slice(
+        &self,
+        payload: &[u8],
+        offset: Option<Offset>,
+    ) -> Result<(), PushRefusal> {
         self.push_one(payload, offset).map_err(|refused| {
             self.count_refusals(&refused, 1);
             refused.reason()
@@ -468,7 +472,10 @@ impl BatchBuffer {
             // SAFETY: the CAS above reserved `k` tickets from `cur.messages()` and `bytes` bytes
             // from `cur.bytes()` within the capacities; each message gets the next ones, in
             // order, after `ready()` allocated the ring.
-            unsafe { self.ring.publish(ticket, pos, payload, Meta { len, offset }) };
+            unsafe {
+                self.ring
+                    .publish(ticket, pos, payload, Meta { len, offset })
+            };
             ticket += 1;
             pos += len;
         }
@@ -737,12 +744,14 @@ impl BatchBuffer {
             let hint = self.wait_hint(&st, plan, now);
             // Relaxed: the baseline for the threshold; the fetch_or below re-validates it.
             let w0 = Word(self.word.load(Ordering::Relaxed));
-            if self.pending(w0).0 > st.held_messages() && matches!(plan, Plan::Idle | Plan::Linger(_)) {
+            if self.pending(w0).0 > st.held_messages()
+                && matches!(plan, Plan::Idle | Plan::Linger(_))
+            {
                 // A producer reserved but has not published yet (it is a few instructions away,
                 // and its push may not look at SLEEPING): poll again very soon.
-                return Poll::Wait(Some(hint.map_or(UNPUBLISHED_RECHECK, |h| {
-                    h.min(UNPUBLISHED_RECHECK)
-                })));
+                return Poll::Wait(Some(
+                    hint.map_or(UNPUBLISHED_RECHECK, |h| h.min(UNPUBLISHED_RECHECK)),
+                ));
             }
             let threshold = self.park_threshold(&st, plan, w0);
             st.armed_idle = plan == Plan::Idle;
@@ -869,7 +878,9 @@ impl BatchBuffer {
             }
             // Relaxed: the baseline for the threshold; the fetch_or below re-validates it.
             let w0 = Word(self.word.load(Ordering::Relaxed));
-            if self.pending(w0).0 > st.held_messages() && matches!(plan, Plan::Idle | Plan::Linger(_)) {
+            if self.pending(w0).0 > st.held_messages()
+                && matches!(plan, Plan::Idle | Plan::Linger(_))
+            {
                 // A producer reserved but has not published yet: it is a few instructions away.
                 drop(st);
                 Backoff::new().snooze();

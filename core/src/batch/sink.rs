@@ -11,8 +11,8 @@ use std::sync::Arc;
 use super::ring::{Head, Meta, Ring};
 use super::types::{Batch, BatchData, BatchId, BatchStats, HandedBack, StopReport, Trigger};
 use super::word::Word;
-use crate::sync::{AtomicU64, Ordering};
 use super::{Message, Offset};
+use crate::sync::{AtomicU64, Ordering};
 
 /// The checked limits, in the units the algorithm uses.
 #[derive(Clone, Copy, Debug)]

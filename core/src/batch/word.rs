@@ -158,7 +158,9 @@ mod tests {
 
     #[test]
     fn fields_do_not_overlap_and_wrap_alone() {
-        let w = Word(0).plus(MSG_MASK, BYTES_MAX).with_phase(Phase::Draining);
+        let w = Word(0)
+            .plus(MSG_MASK, BYTES_MAX)
+            .with_phase(Phase::Draining);
         assert_eq!(w.messages(), MSG_MASK);
         assert_eq!(w.bytes(), BYTES_MAX);
         assert_eq!(w.phase(), Phase::Draining);
@@ -188,9 +190,15 @@ mod tests {
         assert!(!t.reached_by(base.plus(4, 99)));
         assert!(t.reached_by(base.plus(5, 0)));
         assert!(t.reached_by(base.plus(1, 100)));
-        assert!(!t.reached_by(base), "a word behind the target has not reached it");
+        assert!(
+            !t.reached_by(base),
+            "a word behind the target has not reached it"
+        );
         let idle = Threshold::after(base, 1, None);
-        assert!(!idle.reached_by(base.plus(0, 1 << 20)), "bytes alone never reach it");
+        assert!(
+            !idle.reached_by(base.plus(0, 1 << 20)),
+            "bytes alone never reach it"
+        );
         assert!(idle.reached_by(base.plus(1, 0)));
         assert!(!Threshold::NEVER_BY_PUSH.reached_by(base.plus(MSG_MASK / 4, BYTES_MAX / 4)));
     }
