@@ -124,6 +124,8 @@ enum Op {
     },
     Push(Msg),
     PushMany(Vec<Msg>, Ptr),
+    /// A packed push; `tamper` 1 makes `payload_len` disagree with the lengths.
+    PushPacked(Vec<Msg>, u8),
     Poll(Ptr),
     BatchAck(u8),
     BatchNack(u8, bool),
@@ -912,6 +914,73 @@ impl Run {
                 self.queued = q;
                 self.accepted += k as u64;
             }
+            Op::PushPacked(ref msgs, tamper) => {
+                let mut payload = Vec::new();
+                let mut descs = Vec::new();
+                let mut flags_ok = true;
+                let mut pending = Vec::new();
+                for &m in msgs.iter().take(8) {
+                    let id = self.next_msg;
+                    self.next_msg += 1;
+                    let bytes: Vec<u8> = (0..m.len).map(|i| (id as u8).wrapping_add(i)).collect();
+                    let flag = m.flag % 4;
+                    flags_ok &= flag <= 1;
+                    descs.push(tidemark_msg_desc {
+                        len: bytes.len() as u64,
+                        offset: tidemark_offset { tx: id, op: 0 },
+                        has_offset: cbool(flag),
+                    });
+                    payload.extend_from_slice(&bytes);
+                    pending.push((id, flag, bytes));
+                }
+                let lie = tamper % 3 == 1;
+                let payload_len = payload.len() + usize::from(lie);
+                payload.push(0); // so a lying length still points at readable memory
+                let mut accepted = usize::MAX;
+                let mut refusal = S::Panic;
+                // SAFETY: a live buffer; `payload` readable for `payload_len` bytes; `descs`
+                // readable; writable out values.
+                let s = unsafe {
+                    tidemark_batch_buffer_push_packed(
+                        self.b,
+                        payload.as_ptr(),
+                        payload_len,
+                        descs.as_ptr(),
+                        descs.len(),
+                        &mut accepted,
+                        &mut refusal,
+                    )
+                };
+                if lie || !flags_ok {
+                    assert_eq!(s, S::InvalidArgument, "a malformed packed push");
+                    assert_eq!((accepted, refusal), (usize::MAX, S::Panic), "nothing written");
+                    return;
+                }
+                assert_eq!(s, S::Ok, "push_packed");
+                let mut q = self.queued;
+                let mut k = 0;
+                let mut reason = S::Ok;
+                for d in &descs {
+                    let r = self.admit(d.len, q);
+                    if r != S::Ok {
+                        reason = r;
+                        break;
+                    }
+                    q = (q.0 + 1, q.1 + d.len);
+                    k += 1;
+                }
+                if reason == S::Stopping && refusal == S::Closed {
+                    reason = S::Closed;
+                }
+                assert_eq!((accepted, refusal), (k, reason), "push_packed");
+                for (id, flag, bytes) in pending.into_iter().take(k) {
+                    if flag == 1 {
+                        self.payloads.insert(id, bytes);
+                    }
+                }
+                self.queued = q;
+                self.accepted += k as u64;
+            }
             Op::Poll(p) => {
                 let mut batch: *mut tidemark_batch = ptr::null_mut();
                 let mut wait = 0u64;
@@ -1095,6 +1164,31 @@ impl Run {
             all.extend_from_slice(data);
         }
         assert_eq!(bytes, info.bytes);
+        // The borrowed whole-batch view agrees with the per-message views.
+        let mut view = MaybeUninit::<tidemark_batch_view>::uninit();
+        // SAFETY: a live batch handle and a writable view.
+        assert_eq!(
+            unsafe { tidemark_batch_get_view(batch, view.as_mut_ptr()) },
+            S::Ok
+        );
+        // SAFETY: written on OK.
+        let view = unsafe { view.assume_init() };
+        assert_eq!((view.len, view.payload_len as u64), (info.len, info.bytes));
+        // SAFETY: the view points into the live batch: `payload_len` bytes, `len` descriptors.
+        let (vp, vd) = unsafe {
+            (
+                std::slice::from_raw_parts(view.payload, view.payload_len),
+                std::slice::from_raw_parts(view.descs, view.len),
+            )
+        };
+        assert_eq!(vp, &all[..], "the view's payload bytes");
+        for (d, v) in vd.iter().zip(&views[..n]) {
+            assert_eq!(d.len, v.len as u64);
+            assert_eq!(d.has_offset.get(), v.has_offset.get());
+            if v.has_offset.get() == Ok(true) {
+                assert_eq!(d.offset.tx, v.offset.tx);
+            }
+        }
         // The one-copy read: too small first (when it can be), then exact.
         let mut dst = vec![0u8; all.len()];
         let mut written = usize::MAX;
@@ -1289,6 +1383,7 @@ fuzz_target!(|input: Input| {
             }
             Op::Push(_)
             | Op::PushMany(..)
+            | Op::PushPacked(..)
             | Op::Poll(_)
             | Op::BatchAck(_)
             | Op::BatchNack(..)
