@@ -314,7 +314,7 @@ impl<'a> Worker<'a> {
             self.service(p.writer);
             return;
         }
-        let bytes: u64 = p.batch.messages().iter().map(|m| m.len() as u64).sum();
+        let bytes = p.batch.bytes();
         let highest = p.batch.highest_offset().map_or(0, |o| o.tx);
         // Durable now: tell the observer first (SeqCst), then the tracker through the link.
         w.proven.fetch_max(highest, Ordering::SeqCst);

@@ -837,7 +837,7 @@ impl<'a> Worker<'a> {
 
     fn check_order(&mut self, i: u32, batch: &Batch) {
         let l = self.local(i);
-        for m in batch.messages() {
+        for m in batch.iter() {
             let tx = m.offset.map_or(0, |o| o.tx);
             if tx <= self.last_delivered[l] {
                 self.counters()
