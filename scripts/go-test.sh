@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Go binding checks (bindings/go): builds the static C library, then go vet, the tests under
 # the race detector, the tests again with GOGC=1 (finalizers and GC pressure around every cgo
-# call), and every benchmark once (-benchtime=100x) so they keep running. Each step runs even
-# if an earlier one failed; exits non-zero if any failed; ends with "go: N passed, M failed",
+# call; the steady-state allocation test counts allocations in this run, as sync.Pool drops
+# items at random under the race detector), and every benchmark once (-benchtime=100x) so they
+# keep running. Each step runs even if an earlier one failed; exits non-zero if any failed;
+# ends with "go: N passed, M failed",
 # where N/M count the `--- PASS`/`--- FAIL` lines of the verbose test runs plus one per
 # non-test step (build, vet, benchmarks) that passed or failed.
 set -uo pipefail

@@ -201,77 +201,113 @@ func (b *BatchBuffer) Push(ctx context.Context, m Message) error {
 	}
 }
 
-// pushScratch packs a PushMany call's payloads into one pointer-free Go buffer plus
-// descriptors (cgo forbids passing Go memory that holds Go pointers, such as an array of
-// tidemark_message pointing into Go slices). Pooled: a PushMany allocates nothing in the
-// steady state.
+// pushScratch is what a PushMany call hands to tidemark_batch_buffer_push_packed: the
+// payloads packed back to back into one pointer-free Go buffer plus one descriptor per message
+// (cgo forbids passing Go memory that holds Go pointers, such as an array of tidemark_message
+// pointing into Go slices), and the call's two out-parameters. Pooled: a PushMany allocates
+// nothing in the steady state (the out-parameters live in this heap object, so passing their
+// addresses to C makes nothing escape).
 type pushScratch struct {
-	bytes []byte
-	descs []C.tm_msg_desc
+	bytes    []byte
+	descs    []C.tidemark_msg_desc
+	accepted C.size_t
+	refusal  C.tidemark_status
 }
 
 var pushPool = sync.Pool{New: func() any { return new(pushScratch) }}
 
-// maxPooledScratch: larger scratch buffers are not kept in the pool.
-const maxPooledScratch = 4 << 20
+// Larger scratch arrays than these are dropped instead of pooled (a rare huge call must not
+// pin its memory for later small ones).
+const (
+	maxPooledScratch = 4 << 20 // payload bytes
+	maxPooledDescs   = 1 << 16 // descriptors (32 B each)
+)
+
+// pack fills sc with msgs: the payloads back to back in sc.bytes, one descriptor per message
+// in sc.descs[:len(msgs)]. It returns the payload pointer for C (nil when there are no payload
+// bytes) and the byte count.
+func (sc *pushScratch) pack(msgs []Message) (*C.uint8_t, int) {
+	total := 0
+	for i := range msgs {
+		total += len(msgs[i].Payload)
+	}
+	if cap(sc.bytes) < total {
+		sc.bytes = make([]byte, total)
+	}
+	if cap(sc.descs) < len(msgs) {
+		sc.descs = make([]C.tidemark_msg_desc, len(msgs))
+	}
+	bytes := sc.bytes[:total]
+	descs := sc.descs[:len(msgs)]
+	off := 0
+	for i := range msgs {
+		m := &msgs[i]
+		// copy is bounded by bytes: a payload resized concurrently (a caller's data race)
+		// cannot overrun it; the library then refuses the call (the lengths do not add up).
+		off += copy(bytes[off:], m.Payload)
+		descs[i] = C.tidemark_msg_desc{
+			len:        C.uint64_t(len(m.Payload)),
+			offset:     C.tidemark_offset{tx: C.uint64_t(m.Offset.Tx), op: C.uint64_t(m.Offset.Op)},
+			has_offset: C.bool(m.HasOffset),
+		}
+	}
+	if total == 0 {
+		return nil, 0
+	}
+	return (*C.uint8_t)(unsafe.Pointer(&bytes[0])), total
+}
+
+func putScratch(sc *pushScratch) {
+	if cap(sc.bytes) > maxPooledScratch {
+		sc.bytes = nil
+	}
+	if cap(sc.descs) > maxPooledDescs {
+		sc.descs = nil
+	}
+	pushPool.Put(sc)
+}
 
 // PushMany offers copies of msgs in one call, never blocking: the longest prefix that fits is
-// accepted in one reservation. It returns how many were accepted; when that is fewer than
-// len(msgs) the error is a *PushManyError whose Rest holds the refused messages, in order
-// (errors.Is(err, ErrFull) etc.). Empty or nil msgs: ErrEmptyBatch.
+// accepted. It returns how many were accepted; when that is fewer than len(msgs) the error is a
+// *PushManyError whose Rest holds the refused messages, in order (errors.Is(err, ErrFull)
+// etc.). Empty or nil msgs: ErrEmptyBatch. The payloads are copied before PushMany returns
+// (packed into a pooled Go buffer, then by the library into its own arena, one crossing for
+// the whole call): the caller keeps msgs and may reuse them at once, whatever the outcome.
+// Empty payloads are valid messages.
 func (b *BatchBuffer) PushMany(msgs []Message) (int, error) {
 	n := len(msgs)
 	if n == 0 {
 		return 0, ErrEmptyBatch
 	}
 	sc := pushPool.Get().(*pushScratch)
-	total := 0
-	for i := range msgs {
-		total += len(msgs[i].Payload)
-	}
-	if cap(sc.bytes) < total {
-		sc.bytes = make([]byte, 0, total)
-	}
-	if cap(sc.descs) < n {
-		sc.descs = make([]C.tm_msg_desc, n)
-	}
-	bytes := sc.bytes[:0]
-	descs := sc.descs[:n]
-	for i := range msgs {
-		m := &msgs[i]
-		bytes = append(bytes, m.Payload...)
-		descs[i] = C.tm_msg_desc{len: C.uint64_t(len(m.Payload)), tx: C.uint64_t(m.Offset.Tx), op: C.uint64_t(m.Offset.Op), has_offset: C.uint64_t(boolInt(m.HasOffset))}
-	}
-	var bp *C.uint8_t
-	if total > 0 {
-		bp = (*C.uint8_t)(unsafe.Pointer(&bytes[0]))
-	}
+	bp, total := sc.pack(msgs)
 	p, err := b.acquire()
 	if err != nil {
-		pushPool.Put(sc)
+		putScratch(sc)
 		return 0, &PushManyError{Accepted: 0, Rest: msgs, Err: err}
 	}
-	r := C.tm_push_packed(p, bp, C.size_t(total), &descs[0], C.size_t(n)) // counts by value: no allocation
+	s := Status(C.tidemark_batch_buffer_push_packed(p, bp, C.size_t(total), &sc.descs[0], C.size_t(n), &sc.accepted, &sc.refusal))
 	b.release()
-	s, accepted, refusal := Status(r.status), r.accepted, r.refusal
-	runtime.KeepAlive(bytes)
-	runtime.KeepAlive(descs)
-	sc.bytes = bytes
-	if cap(sc.bytes) <= maxPooledScratch {
-		pushPool.Put(sc)
-	}
+	accepted, refusal := int(sc.accepted), Status(sc.refusal)
+	putScratch(sc)
 	if s != StatusOK {
 		return 0, &PushManyError{Accepted: 0, Rest: msgs, Err: statusErr(s)}
 	}
-	if int(accepted) < n {
-		return int(accepted), &PushManyError{Accepted: int(accepted), Rest: msgs[accepted:], Err: statusErr(Status(refusal))}
+	if accepted < n {
+		return accepted, &PushManyError{Accepted: accepted, Rest: msgs[accepted:], Err: statusErr(refusal)}
 	}
 	return n, nil
 }
 
-// Batch is a batch taken by the sink, copied into Go memory (Messages' payloads share one
-// buffer). Give it back exactly once with Ack or Nack; a forgotten batch is released by a
-// finalizer and handed back by the stop as outcome-unknown.
+// Batch is a batch taken by the sink. Give it back exactly once with Ack or Nack; a batch
+// that is never given back has its native handle released by a finalizer (a backstop) and is
+// handed back by the stop as outcome-unknown.
+//
+// Lifetimes. From NextBatch: everything is ordinary Go memory owned by the caller (the
+// payloads are sub-slices of one buffer allocated for this batch) and stays valid after Ack or
+// Nack, for as long as the caller keeps it. From NextBatchInto: Messages and every Payload
+// belong to the Batch value and are overwritten by the next NextBatchInto into it; see there.
+// No Batch ever points into native memory.
 type Batch struct {
 	ID            uint64
 	Messages      []Message
@@ -281,7 +317,14 @@ type Batch struct {
 	Trigger       Trigger
 
 	buf *BatchBuffer
-	h   batchHandle // nil once acked, nacked or released
+	h   batchHandle // NextBatch's batches: nil once acked, nacked or released
+
+	// NextBatchInto's state, reused from one batch to the next: the handle (in its own small
+	// allocation, which carries the finalizer, so a Batch may live anywhere: a field, an
+	// array element, a local), the payload buffer and the Messages array.
+	box     *batchHandle
+	payload []byte
+	msgBuf  []Message
 }
 
 // batchHandle holds a batch's C handle and hands it out once. (atomic.Pointer cannot hold a
@@ -290,20 +333,40 @@ type batchHandle struct{ p unsafe.Pointer }
 
 func (h *batchHandle) Store(b *C.tidemark_batch) { atomic.StorePointer(&h.p, unsafe.Pointer(b)) }
 
+func (h *batchHandle) Load() *C.tidemark_batch {
+	return (*C.tidemark_batch)(atomic.LoadPointer(&h.p))
+}
+
 func (h *batchHandle) Swap(b *C.tidemark_batch) *C.tidemark_batch {
 	return (*C.tidemark_batch)(atomic.SwapPointer(&h.p, unsafe.Pointer(b)))
 }
 
-func (bt *Batch) finalize() {
-	if h := bt.h.Swap(nil); h != nil {
-		C.tidemark_batch_free(h)
+// finalize releases a handle nobody gave back (the batch stays in flight; the stop hands it
+// back as outcome-unknown). A no-op once the handle was acked, nacked or released.
+func (h *batchHandle) finalize() {
+	if p := h.Swap(nil); p != nil {
+		C.tidemark_batch_free(p)
+		batchesFinalized.Add(1)
 	}
+}
+
+// batchesFinalized counts handles released by a finalizer (read by the tests).
+var batchesFinalized atomic.Int64
+
+func (bt *Batch) finalize() { bt.h.finalize() }
+
+// inFlight reports whether bt holds a native handle (taken, not yet acked or nacked).
+func (bt *Batch) inFlight() bool {
+	return bt.h.Load() != nil || (bt.box != nil && bt.box.Load() != nil)
 }
 
 // Ack is bt's buffer's Ack(bt).
 func (bt *Batch) Ack() error {
 	if bt == nil {
 		return ErrNilBatch
+	}
+	if bt.buf == nil {
+		return ErrBatchDone // the zero Batch: never taken
 	}
 	return bt.buf.Ack(bt)
 }
@@ -313,78 +376,167 @@ func (bt *Batch) Nack(requeue bool) error {
 	if bt == nil {
 		return ErrNilBatch
 	}
+	if bt.buf == nil {
+		return ErrBatchDone
+	}
 	return bt.buf.Nack(bt, requeue)
 }
 
-// NextBatch waits for the next batch until ctx ends (then ctx's error). ErrClosed once the
-// buffer is stopped and drained (nothing more will come) or the handle is closed.
-func (b *BatchBuffer) NextBatch(ctx context.Context) (*Batch, error) {
+// take waits for the next batch until ctx ends: the loop NextBatch and NextBatchInto share.
+// On success the caller owns r.batch and r.view points into it.
+func (b *BatchBuffer) take(ctx context.Context) (r C.tm_next_result, err error) {
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return r, err
 		}
 		slice := sliceFor(ctx)
 		p, err := b.acquire()
 		if err != nil {
-			return nil, err
+			return r, err
 		}
-		var h *C.tidemark_batch
-		var sum C.tidemark_batch_summary
-		s := Status(C.tm_next_batch(p, C.uint64_t(slice), &h, &sum))
-		if s == StatusOK {
-			bt, err := b.export(p, h, &sum)
-			b.release()
-			return bt, err
-		}
+		r = C.tm_next_batch(p, C.uint64_t(slice)) // by value: nothing escapes
 		b.release()
-		if s != StatusTimeout {
-			return nil, statusErr(s)
+		switch s := Status(r.status); s {
+		case StatusOK:
+			return r, nil
+		case StatusTimeout:
+		default:
+			return r, statusErr(s)
 		}
 	}
 }
 
-// export copies a batch into Go memory (called under the read lock).
-func (b *BatchBuffer) export(p *C.tidemark_batch_buffer, h *C.tidemark_batch, sum *C.tidemark_batch_summary) (*Batch, error) {
-	n := int(sum.len)
-	descs := make([]C.tm_msg_desc, n)
-	payload := make([]byte, int(sum.bytes))
-	var dp *C.uint8_t
-	if len(payload) > 0 {
-		dp = (*C.uint8_t)(unsafe.Pointer(&payload[0]))
+// viewPayload is the batch's payload bytes in native memory (valid while r.batch is held).
+func viewPayload(r *C.tm_next_result) []byte {
+	if r.view.payload_len == 0 {
+		return nil
 	}
-	var dd *C.tm_msg_desc
-	if n > 0 {
-		dd = &descs[0]
-	}
-	if s := Status(C.tm_batch_export(h, C.size_t(n), dd, dp, C.size_t(len(payload)))); s != StatusOK {
-		// Give it back rather than lose it.
-		C.tidemark_batch_buffer_nack(p, h, true)
-		return nil, statusErr(s)
-	}
-	msgs := make([]Message, n)
+	return unsafe.Slice((*byte)(unsafe.Pointer(r.view.payload)), int(r.view.payload_len))
+}
+
+// fill sets bt from a taken batch: the summary, and Messages built in msgs (len(msgs) ==
+// view.len) over payload (the caller's copy of the view's bytes). The descriptors are read in
+// native memory. False if the view does not add up (a library bug; nothing is left in bt).
+func (bt *Batch) fill(b *BatchBuffer, r *C.tm_next_result, payload []byte, msgs []Message) bool {
+	descs := unsafe.Slice((*C.tidemark_msg_desc)(unsafe.Pointer(r.view.descs)), len(msgs))
 	off := 0
 	for i := range descs {
 		d := &descs[i]
 		l := int(d.len)
+		if d.len > C.uint64_t(len(payload)-off) {
+			return false
+		}
 		msgs[i] = Message{
 			Payload:   payload[off : off+l : off+l],
-			Offset:    Offset{uint64(d.tx), uint64(d.op)},
-			HasOffset: d.has_offset != 0,
+			Offset:    Offset{uint64(d.offset.tx), uint64(d.offset.op)},
+			HasOffset: bool(d.has_offset),
 		}
 		off += l
 	}
-	bt := &Batch{
-		ID:            uint64(sum.id),
-		Messages:      msgs,
-		Bytes:         uint64(sum.bytes),
-		HighestOffset: Offset{uint64(sum.highest_offset.tx), uint64(sum.highest_offset.op)},
-		HasOffset:     bool(sum.has_offset),
-		Trigger:       Trigger(sum.trigger),
-		buf:           b,
+	if off != len(payload) || uint64(r.summary.len) != uint64(len(msgs)) {
+		return false
 	}
-	bt.h.Store(h)
+	sum := &r.summary
+	bt.ID = uint64(sum.id)
+	bt.Messages = msgs
+	bt.Bytes = uint64(sum.bytes)
+	bt.HighestOffset = Offset{uint64(sum.highest_offset.tx), uint64(sum.highest_offset.op)}
+	bt.HasOffset = bool(sum.has_offset)
+	bt.Trigger = Trigger(sum.trigger)
+	bt.buf = b
+	return true
+}
+
+// requeue gives back a batch that could not be delivered to Go (its view did not add up).
+func (b *BatchBuffer) requeue(h *C.tidemark_batch) {
+	p, err := b.acquire()
+	if err != nil {
+		C.tidemark_batch_free(h)
+		return
+	}
+	if s := Status(C.tidemark_batch_buffer_nack(p, h, true)); s == StatusNullArgument || s == StatusInvalidHandle {
+		C.tidemark_batch_free(h)
+	}
+	b.release()
+}
+
+// NextBatch waits for the next batch until ctx ends (then ctx's error). ErrClosed once the
+// buffer is stopped and drained (nothing more will come) or the handle is closed.
+//
+// The batch is copied into Go memory once: its payloads, which the library keeps back to
+// back, go into one new []byte, and each Message's Payload is a sub-slice of it (capacity
+// capped at its length, so an append never runs into the next message). Three allocations per
+// batch (that buffer, the Messages array, the Batch). The result is the caller's: it stays
+// valid after Ack or Nack, and after the buffer is stopped or closed. NextBatchInto reuses a
+// Batch instead.
+func (b *BatchBuffer) NextBatch(ctx context.Context) (*Batch, error) {
+	r, err := b.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	payload := []byte{} // empty payloads stay non-nil, as they always were
+	if src := viewPayload(&r); src != nil {
+		payload = append([]byte(nil), src...) // allocates without zeroing: one write per byte
+	}
+	bt := &Batch{}
+	if !bt.fill(b, &r, payload, make([]Message, int(r.view.len))) {
+		b.requeue(r.batch)
+		return nil, ErrPanic
+	}
+	bt.h.Store(r.batch)
 	runtime.SetFinalizer(bt, (*Batch).finalize)
 	return bt, nil
+}
+
+// NextBatchInto is NextBatch into a Batch the caller keeps and passes again: after the first
+// few batches (once its buffers are as large as the batches need) it allocates nothing. The
+// payloads are copied once into a buffer dst owns; dst.Messages is an array dst owns, each
+// Payload a sub-slice of that buffer.
+//
+// Lifetime: dst's Messages, their Payload bytes and the summary fields are valid from when
+// NextBatchInto returns nil until the next NextBatchInto into dst is called — Ack and Nack do
+// not touch them, so they may be read after the batch is given back. The next call that
+// succeeds overwrites them in place (the same arrays); one that returns an error leaves them
+// as they were. Copy anything needed longer (or use NextBatch). dst must be given back
+// (dst.Ack, dst.Nack) before it is passed again: while it holds a batch, NextBatchInto returns
+// ErrBatchInFlight and takes nothing. The zero Batch is ready to use; a Batch from NextBatch
+// may be passed once it is given back (NextBatchInto never writes into the memory NextBatch
+// handed out). One goroutine at a time uses dst, and dst is not copied by value (copies would
+// share its handle and buffers). dst keeps the largest buffers it needed.
+//
+// dst may live anywhere (a local, a struct field, an array element). If it is dropped while
+// holding a batch, a finalizer releases the native handle and the stop hands the batch back
+// as outcome-unknown, as for NextBatch.
+func (b *BatchBuffer) NextBatchInto(ctx context.Context, dst *Batch) error {
+	if dst == nil {
+		return ErrNilBatch
+	}
+	if dst.inFlight() {
+		return ErrBatchInFlight
+	}
+	r, err := b.take(ctx)
+	if err != nil {
+		return err
+	}
+	n, nb := int(r.view.len), int(r.view.payload_len)
+	if cap(dst.payload) < nb || dst.payload == nil {
+		dst.payload = make([]byte, nb)
+	}
+	payload := dst.payload[:nb]
+	copy(payload, viewPayload(&r))
+	if cap(dst.msgBuf) < n {
+		dst.msgBuf = make([]Message, n)
+	}
+	if !dst.fill(b, &r, payload, dst.msgBuf[:n]) {
+		b.requeue(r.batch)
+		return ErrPanic
+	}
+	if dst.box == nil {
+		dst.box = new(batchHandle)
+		runtime.SetFinalizer(dst.box, (*batchHandle).finalize)
+	}
+	dst.box.Store(r.batch)
+	return nil
 }
 
 // Ack acknowledges a delivered batch. ErrLinkFailed: delivered, but the linked tracker
@@ -400,11 +552,16 @@ func (b *BatchBuffer) giveBack(bt *Batch, nack, requeue bool) error {
 	if bt == nil {
 		return ErrNilBatch
 	}
-	h := bt.h.Swap(nil)
-	if h == nil {
-		return ErrBatchDone
+	var h *C.tidemark_batch
+	if bt.box != nil {
+		h = bt.box.Swap(nil) // NextBatchInto's: the box keeps its finalizer for the next batch
 	}
-	runtime.SetFinalizer(bt, nil)
+	if h == nil {
+		if h = bt.h.Swap(nil); h == nil {
+			return ErrBatchDone
+		}
+		runtime.SetFinalizer(bt, nil) // NextBatch's: the Batch is ours, allocated whole
+	}
 	p, err := b.acquire()
 	if err != nil {
 		// The buffer handle is gone: nothing can take the batch back; release the handle.

@@ -1,7 +1,11 @@
 package tidemark
 
 import (
+	"errors"
+	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -211,4 +215,94 @@ func BenchmarkPipeline(b *testing.B) {
 			pipeline2(b, nil, n, true)
 		})
 	}
+}
+
+// BenchmarkBatchPipeline: P producers push b.N messages of 64 B in all; one sink takes batches
+// (count 512, linger 5 ms) and acks them; the timed run ends when Stop has drained everything
+// (every message delivered: checked). ns/op is per message; msg/s is the throughput.
+//   - tidemark-PushMany256: PushMany of 256 pre-built messages at a time; the sink takes each
+//     batch with NextBatch (one fresh Go copy per batch);
+//   - tidemark-PushMany256-into: the same, the sink reusing one Batch with NextBatchInto;
+//   - tidemark-TryPush: one TryPush per message, NextBatch sink;
+//   - chan-Message: baseline (a), a Message value per channel send (chanBatcher[Message]);
+//   - chan-slice: baseline (b), a []byte header per send, referencing pre-built payloads.
+func BenchmarkBatchPipeline(b *testing.B) {
+	for _, producers := range []int{1, 2} {
+		suffix := "/producers=" + itoa(producers)
+		tidemark := func(into bool, produce func(b *testing.B, buf *BatchBuffer, n int)) func(b *testing.B) {
+			return func(b *testing.B) {
+				buf, _ := NewBatchBuffer(benchCfg)
+				sink := drainingSink(buf, into)
+				b.ReportAllocs()
+				b.ResetTimer()
+				start := time.Now()
+				var wg sync.WaitGroup
+				for p := 0; p < producers; p++ {
+					wg.Add(1)
+					go func(p int) {
+						defer wg.Done()
+						produce(b, buf, share(b.N, producers, p))
+					}(p)
+				}
+				wg.Wait()
+				r := stopAndWait(b, buf, sink)
+				elapsed := time.Since(start)
+				if r.Delivered != uint64(b.N) {
+					b.Fatalf("delivered %d of %d", r.Delivered, b.N)
+				}
+				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msg/s")
+			}
+		}
+		pushMany := func(b *testing.B, buf *BatchBuffer, n int) { pushAllMany(b, buf, benchMessages(256), n) }
+		b.Run("tidemark-PushMany256"+suffix, tidemark(false, pushMany))
+		b.Run("tidemark-PushMany256-into"+suffix, tidemark(true, pushMany))
+		b.Run("tidemark-TryPush"+suffix, tidemark(false, func(_ *testing.B, buf *BatchBuffer, n int) {
+			m := Message{Payload: make([]byte, benchPayload)}
+			for i := n; i > 0; i-- {
+				for errors.Is(buf.TryPush(m), ErrFull) {
+					runtime.Gosched()
+				}
+			}
+		}))
+		b.Run("chan-Message"+suffix, func(b *testing.B) {
+			chanPipeline(b, producers, benchMessages(256))
+		})
+		b.Run("chan-slice"+suffix, func(b *testing.B) {
+			payloads := make([][]byte, 256)
+			for i, m := range benchMessages(256) {
+				payloads[i] = m.Payload
+			}
+			chanPipeline(b, producers, payloads)
+		})
+	}
+}
+
+// chanPipeline: the baseline pipeline; each producer sends its share of b.N items, cycling
+// through the pre-built ones.
+func chanPipeline[T any](b *testing.B, producers int, items []T) {
+	var delivered atomic.Int64
+	c := newChanBatcher(16384, 512, 5*time.Millisecond, func(ms []T) { delivered.Add(int64(len(ms))) })
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := 0; p < producers; p++ {
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			for i, j := share(b.N, producers, p), 0; i > 0; i-- {
+				c.Push(items[j])
+				if j++; j == len(items) {
+					j = 0
+				}
+			}
+		}(p)
+	}
+	wg.Wait()
+	c.Stop()
+	elapsed := time.Since(start)
+	if delivered.Load() != int64(b.N) {
+		b.Fatalf("delivered %d of %d", delivered.Load(), b.N)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msg/s")
 }

@@ -100,6 +100,9 @@ var (
 	ErrLengthMismatch = &Error{status: StatusInvalidArgument, msg: "slices of different lengths", parent: ErrInvalidArgument}
 	// ErrBatchDone: the batch was already acked, nacked or released.
 	ErrBatchDone = &Error{status: StatusInvalidArgument, msg: "batch already acked, nacked or released", parent: ErrInvalidArgument}
+	// ErrBatchInFlight: NextBatchInto was given a Batch that still holds a batch (not yet
+	// acked or nacked). Nothing was taken.
+	ErrBatchInFlight = &Error{status: StatusInvalidArgument, msg: "batch still in flight: ack or nack it before reusing it", parent: ErrInvalidArgument}
 	// ErrNilBatch: a nil *Batch.
 	ErrNilBatch = &Error{status: StatusNullArgument, msg: "nil batch", parent: ErrNullArgument}
 	// ErrNotStopped: Close found a buffer that was never stopped; it stopped it with no grace

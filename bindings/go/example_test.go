@@ -106,3 +106,36 @@ func ExampleBatchBuffer() {
 	fmt.Println("sent:", <-sent, "delivered:", report.Delivered, "handed back:", len(report.HandedBack))
 	// Output: sent: 25 delivered: 25 handed back: 0
 }
+
+// A sink that allocates nothing per batch: one Batch, refilled by NextBatchInto. Its messages
+// are valid until the next NextBatchInto (copy what must live longer).
+func ExampleBatchBuffer_NextBatchInto() {
+	buf, err := tidemark.NewBatchBuffer(tidemark.BatchConfig{MaxMessages: 4, Linger: time.Hour})
+	if err != nil {
+		panic(err)
+	}
+	defer buf.Close()
+
+	msgs := make([]tidemark.Message, 8)
+	for i := range msgs {
+		msgs[i] = tidemark.Message{Payload: []byte(fmt.Sprint("row ", i)), Offset: tidemark.Offset{Tx: uint64(i + 1)}, HasOffset: true}
+	}
+	if _, err := buf.PushMany(msgs); err != nil { // one crossing; msgs may be reused at once
+		panic(err)
+	}
+
+	var batch tidemark.Batch
+	for i := 0; i < 2; i++ {
+		if err := buf.NextBatchInto(context.Background(), &batch); err != nil {
+			panic(err)
+		}
+		fmt.Println(len(batch.Messages), string(batch.Messages[0].Payload), "up to tx", batch.HighestOffset.Tx)
+		_ = batch.Ack() // batch.Messages stay readable until the next NextBatchInto
+	}
+	report, _ := buf.Stop(context.Background())
+	fmt.Println("delivered:", report.Delivered)
+	// Output:
+	// 4 row 0 up to tx 4
+	// 4 row 4 up to tx 8
+	// delivered: 8
+}

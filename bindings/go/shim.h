@@ -1,12 +1,14 @@
 /* Small C helpers for the Go binding (included by every cgo file's preamble).
  *
- * Why they exist: one cgo crossing costs tens of nanoseconds, and cgo forbids passing Go memory
- * that holds Go pointers (e.g. an array of tidemark_message whose `data` points into Go slices).
- * So these helpers take pointer-free Go arrays (payload bytes packed into one []byte, plus a
- * descriptor array) or plain values, build the tidemark structs on the C stack (or in malloc'd
- * memory for large calls, freed before returning), read tidemark_monotonic_ms() on the C side
- * (unless the tracker has an injected clock: see TM_LIBRARY_CLOCK), and make the tidemark call:
- * one crossing per Go call. Nothing here keeps a pointer past the call. */
+ * Why they exist: one cgo crossing costs tens of nanoseconds, cgo makes every Go pointer passed
+ * to C escape (an out-parameter on the Go stack becomes a heap allocation per call), and cgo
+ * forbids passing Go memory that holds Go pointers (e.g. a tidemark_message whose `data` points
+ * into a Go slice). So these helpers take plain values (or pointer-free Go arrays), build the
+ * tidemark structs on the C stack, return their results by value, read tidemark_monotonic_ms()
+ * on the C side (unless the tracker has an injected clock: see TM_LIBRARY_CLOCK), and make the
+ * tidemark call: one crossing per Go call. Calls that need none of this (push_packed, whose
+ * inputs are already pointer-free Go arrays and whose out-parameters live in pooled Go memory)
+ * are made directly. Nothing here keeps a pointer past the call. */
 #ifndef TIDEMARK_GO_SHIM_H
 #define TIDEMARK_GO_SHIM_H
 
@@ -15,14 +17,6 @@
 #include <string.h>
 
 #include "tidemark.h"
-
-/* A message without its bytes: mirrors Go's msgDesc-free use of C.tm_msg_desc. */
-typedef struct tm_msg_desc {
-  uint64_t len;
-  uint64_t tx;
-  uint64_t op;
-  uint64_t has_offset; /* 0 or 1 */
-} tm_msg_desc;
 
 #define TM_STACK_MSGS 256
 
@@ -37,7 +31,7 @@ static inline uint64_t tm_now(uint64_t now) {
 /* Results returned by value. cgo makes every Go pointer passed to C escape, so an out-parameter
  * on the Go stack (`var a C.uint64_t; f(&a)`) becomes a heap allocation per call; the helpers
  * below write their out-parameters on the C stack and return them in one struct instead, so
- * the hot calls (Ack, FlushedMany, Register, TakeEvents, RunBacklog, PushMany) allocate
+ * the hot calls (Ack, FlushedMany, Register, TakeEvents, RunBacklog, NextBatch) allocate
  * nothing. */
 typedef struct tm_u64_result {
   uint64_t value;
@@ -50,12 +44,6 @@ typedef struct tm_many_result {
   tidemark_status status;
   tidemark_status first_status;
 } tm_many_result;
-
-typedef struct tm_push_result {
-  size_t accepted;
-  tidemark_status status;
-  tidemark_status refusal;
-} tm_push_result;
 
 static inline tm_u64_result tm_ack(const tidemark_tracker *t) {
   tm_u64_result r = {0, TIDEMARK_STATUS_OK};
@@ -234,87 +222,32 @@ static inline tidemark_status tm_push_timeout(const tidemark_batch_buffer *b, co
   return tidemark_batch_buffer_push_timeout(b, &m, timeout_ms);
 }
 
-/* push_many from packed payloads: message i's bytes follow message i-1's in `bytes`. */
-static inline tm_push_result tm_push_packed(const tidemark_batch_buffer *b, const uint8_t *bytes,
-                                            size_t nbytes, const tm_msg_desc *d, size_t n) {
-  tm_push_result r = {0, TIDEMARK_STATUS_OK, TIDEMARK_STATUS_OK};
-  tidemark_message stackbuf[TM_STACK_MSGS];
-  tidemark_message *m = stackbuf;
-  if (n > TM_STACK_MSGS) {
-    m = (tidemark_message *)malloc(n * sizeof *m);
-    if (m == NULL) {
-      r.status = TIDEMARK_STATUS_INVALID_ARGUMENT;
-      return r;
-    }
+/* next_batch, then the batch's summary and borrowed view, in one crossing (results by value).
+ * On OK, `batch` is a handle the caller owns and `view` points into it (valid until the handle
+ * is released); on any other status nothing is held (a batch whose summary or view could not be
+ * read is nacked with requeue rather than lost). */
+typedef struct tm_next_result {
+  tidemark_batch *batch;
+  tidemark_batch_summary summary;
+  tidemark_batch_view view;
+  tidemark_status status;
+} tm_next_result;
+
+static inline tm_next_result tm_next_batch(const tidemark_batch_buffer *b, uint64_t timeout_ms) {
+  tm_next_result r;
+  memset(&r, 0, sizeof r);
+  r.status = tidemark_batch_buffer_next_batch(b, timeout_ms, &r.batch);
+  if (r.status != TIDEMARK_STATUS_OK) {
+    r.batch = NULL;
+    return r;
   }
-  size_t off = 0;
-  tidemark_status s = TIDEMARK_STATUS_OK;
-  for (size_t i = 0; i < n; i++) {
-    size_t len = (size_t)d[i].len;
-    if (len > nbytes - off) {
-      s = TIDEMARK_STATUS_INVALID_ARGUMENT;
-      goto out;
-    }
-    m[i].data = len ? bytes + off : NULL;
-    m[i].len = len;
-    m[i].offset.tx = d[i].tx;
-    m[i].offset.op = d[i].op;
-    m[i].has_offset = d[i].has_offset != 0;
-    off += len;
+  r.status = tidemark_batch_info(r.batch, &r.summary);
+  if (r.status == TIDEMARK_STATUS_OK) r.status = tidemark_batch_get_view(r.batch, &r.view);
+  if (r.status != TIDEMARK_STATUS_OK) {
+    tidemark_batch_buffer_nack(b, r.batch, true);
+    r.batch = NULL;
   }
-  s = tidemark_batch_buffer_push_many(b, m, n, &r.accepted, &r.refusal);
-out:
-  if (m != stackbuf) free(m);
-  r.status = s;
   return r;
-}
-
-/* next_batch plus its summary, in one crossing. */
-static inline tidemark_status tm_next_batch(const tidemark_batch_buffer *b, uint64_t timeout_ms,
-                                            tidemark_batch **out, tidemark_batch_summary *sum) {
-  tidemark_batch *bt = NULL;
-  tidemark_status s = tidemark_batch_buffer_next_batch(b, timeout_ms, &bt);
-  if (s != TIDEMARK_STATUS_OK) return s;
-  s = tidemark_batch_info(bt, sum);
-  if (s != TIDEMARK_STATUS_OK) {
-    tidemark_batch_free(bt);
-    return s;
-  }
-  *out = bt;
-  return TIDEMARK_STATUS_OK;
-}
-
-/* Copies a batch out: descriptors into d[0..n), payloads back to back into dst[0..cap). */
-static inline tidemark_status tm_batch_export(const tidemark_batch *bt, size_t n, tm_msg_desc *d,
-                                              uint8_t *dst, size_t cap) {
-  tidemark_message stackbuf[TM_STACK_MSGS];
-  tidemark_message *m = stackbuf;
-  if (n > TM_STACK_MSGS) {
-    m = (tidemark_message *)malloc(n * sizeof *m);
-    if (m == NULL) return TIDEMARK_STATUS_INVALID_ARGUMENT;
-  }
-  size_t got = 0, off = 0;
-  tidemark_status s = tidemark_batch_messages(bt, m, n, &got);
-  if (s != TIDEMARK_STATUS_OK) goto out;
-  if (got != n) {
-    s = TIDEMARK_STATUS_BUFFER_TOO_SMALL;
-    goto out;
-  }
-  for (size_t i = 0; i < n; i++) {
-    if (m[i].len > cap - off) {
-      s = TIDEMARK_STATUS_BUFFER_TOO_SMALL;
-      goto out;
-    }
-    d[i].len = m[i].len;
-    d[i].tx = m[i].offset.tx;
-    d[i].op = m[i].offset.op;
-    d[i].has_offset = m[i].has_offset ? 1 : 0;
-    if (m[i].len) memcpy(dst + off, m[i].data, m[i].len);
-    off += m[i].len;
-  }
-out:
-  if (m != stackbuf) free(m);
-  return s;
 }
 
 #endif

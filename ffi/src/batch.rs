@@ -359,26 +359,25 @@ pub unsafe extern "C" fn tidemark_batch_buffer_push_packed(
         if total != payload_len as u64 {
             return Err(tidemark_status::InvalidArgument);
         }
-        // In chunks, so a huge call needs no allocation proportional to it.
+        // In chunks on the stack: no allocation, whatever `n` is.
         const CHUNK: usize = 64;
-        let mut refs: Vec<MessageRef<'_>> = Vec::with_capacity(CHUNK.min(n));
+        let mut refs = [MessageRef::new(&[]); CHUNK];
         let (mut at, mut accepted, mut refusal) = (0usize, 0usize, tidemark_status::Ok);
         for chunk in ds.chunks(CHUNK) {
-            refs.clear();
-            for d in chunk {
+            for (r, d) in refs.iter_mut().zip(chunk) {
                 let len = d.len as usize; // fits: the lengths add up to payload_len
-                refs.push(MessageRef {
+                *r = MessageRef {
                     payload: &bytes[at..at + len],
                     offset: d.offset()?,
-                });
+                };
                 at += len;
             }
-            let (k, reason) = b.push_refs(&refs);
+            let (k, reason) = b.push_refs(&refs[..chunk.len()]);
             accepted += k;
             if let Some(r) = reason {
                 refusal = refusal_status(r);
                 // The messages of later chunks are refused for the same reason.
-                let later = (n - accepted - (refs.len() - k)) as u64;
+                let later = (n - accepted - (chunk.len() - k)) as u64;
                 if later > 0 {
                     b.count_refused(r, later);
                 }
