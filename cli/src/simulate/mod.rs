@@ -230,7 +230,11 @@ fn run(cfg: Config) -> Result<Report, String> {
         .collect();
     let last = samples.last().copied();
     let st = sh.tracker.stats(sh.now_ms());
+    // Counted, not sampled: every buffer's fixed part plus the rings and arenas that traffic
+    // allocated (an idle buffer allocates none).
+    let buffer_bytes = sh.writers.iter().map(|w| w.buffer.memory_bytes()).sum();
     Ok(Report {
+        buffer_bytes,
         start_ms: sh.start_ms,
         setup_ms,
         setup_rss,

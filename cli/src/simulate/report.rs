@@ -89,6 +89,9 @@ pub(crate) struct Report {
     pub setup_ms: u64,
     /// Resident memory added by the setup (bytes; None where /proc is missing).
     pub setup_rss: Option<u64>,
+    /// After the run: the batch buffers' fixed parts plus the rings and arenas that traffic
+    /// allocated (`BatchBuffer::memory_bytes`, summed).
+    pub buffer_bytes: u64,
     /// Production time (s).
     pub produce_s: f64,
     /// Drain: from the end of production until the final ack (ms).
@@ -274,6 +277,11 @@ impl Report {
         );
         let _ = writeln!(
             s,
+            "  buffers after the run: {} MiB (fixed parts + rings and arenas allocated by traffic)",
+            self.buffer_bytes >> 20
+        );
+        let _ = writeln!(
+            s,
             "\nthroughput ({:.1} s producing, drain {} ms, total {:.1} s)",
             self.produce_s, self.drain_ms, self.total_s
         );
@@ -426,6 +434,7 @@ impl Report {
                 "seed": c.seed,
             },
             "setup": {"ms": self.setup_ms, "rss_bytes": self.setup_rss},
+            "buffer_bytes": self.buffer_bytes,
             "throughput": {
                 "produce_s": self.produce_s,
                 "drain_ms": self.drain_ms,

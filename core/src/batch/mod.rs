@@ -100,13 +100,14 @@ pub struct BatchBuffer {
     /// Paired with `sink`: flush and stop waiters, notified on acks, nacks and close.
     progress: Condvar,
     /// The parked sink's wake threshold (a [`Threshold`]), read by producers that see SLEEPING.
-    wake_at: CachePadded<AtomicU64>,
+    /// (Cold like the fields around it: unpadded, so a mostly idle buffer stays small.)
+    wake_at: AtomicU64,
     wake_lock: Mutex<()>,
     wake_cv: Condvar,
     space_lock: Mutex<()>,
     space_cv: Condvar,
-    /// Refused pushes by reason (statistics only): full, stopping, closed, too large.
-    refusals: CachePadded<[AtomicU64; 4]>,
+    /// Refused pushes by reason (statistics only).
+    refusals: Refusals,
     link_errors: AtomicU64,
     clock: Arc<dyn Clock>,
     system_clock: bool,
@@ -156,6 +157,15 @@ impl fmt::Debug for DropReport {
     }
 }
 
+/// Refused pushes by reason.
+#[derive(Default)]
+struct Refusals {
+    full: AtomicU64,
+    stopping: AtomicU64,
+    closed: AtomicU64,
+    too_large: AtomicU64,
+}
+
 /// A refused push, before counting.
 enum Refused {
     Full,
@@ -200,17 +210,12 @@ impl BatchBuffer {
             },
             sink: Mutex::new(Sink::new(head, now)),
             progress: Condvar::new(),
-            wake_at: CachePadded::new(AtomicU64::new(Threshold::NEVER_BY_PUSH.0)),
+            wake_at: AtomicU64::new(Threshold::NEVER_BY_PUSH.0),
             wake_lock: Mutex::new(()),
             wake_cv: Condvar::new(),
             space_lock: Mutex::new(()),
             space_cv: Condvar::new(),
-            refusals: CachePadded::new([
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-            ]),
+            refusals: Refusals::default(),
             link_errors: AtomicU64::new(0),
             clock,
             system_clock,
@@ -578,14 +583,15 @@ impl BatchBuffer {
     }
 
     fn count_refusals(&self, refused: &Refused, n: u64) {
-        let i = match refused {
-            Refused::Full => 0,
-            Refused::Stopping => 1,
-            Refused::Closed => 2,
-            Refused::TooLarge => 3,
+        let r = &self.refusals;
+        let counter = match refused {
+            Refused::Full => &r.full,
+            Refused::Stopping => &r.stopping,
+            Refused::Closed => &r.closed,
+            Refused::TooLarge => &r.too_large,
         };
         // Relaxed: a statistic.
-        self.refusals[i].fetch_add(n, Ordering::Relaxed);
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// A push saw the sink parked: wake it if this push reached its threshold.
@@ -1167,10 +1173,11 @@ impl BatchBuffer {
         s.queued_messages = pending_messages.saturating_sub(st.in_flight_messages);
         s.queued_bytes = pending_bytes.saturating_sub(st.in_flight_bytes);
         // Relaxed: statistics.
-        s.rejected_full = self.refusals[0].load(Ordering::Relaxed);
-        s.rejected_stopping = self.refusals[1].load(Ordering::Relaxed);
-        s.rejected_closed = self.refusals[2].load(Ordering::Relaxed);
-        s.rejected_too_large = self.refusals[3].load(Ordering::Relaxed);
+        let r = &self.refusals;
+        s.rejected_full = r.full.load(Ordering::Relaxed);
+        s.rejected_stopping = r.stopping.load(Ordering::Relaxed);
+        s.rejected_closed = r.closed.load(Ordering::Relaxed);
+        s.rejected_too_large = r.too_large.load(Ordering::Relaxed);
         s.link_errors = self.link_errors.load(Ordering::Relaxed);
         s
     }
