@@ -205,8 +205,9 @@ typedef struct tidemark_batch_config {
   uint64_t max_bytes;
   // Age trigger, in microseconds: a batch is emitted once its first message is this old.
   uint64_t linger_us;
-  // Accepted messages held at most (≥ `max_messages`, ≤ 4 194 304; 64 bytes each, allocated
-  // up front).
+  // Accepted messages held at most (≥ `max_messages`, ≤ 4 194 304; a ring of 40-byte slots
+  // and a payload arena of `capacity_bytes` rounded up to a power of two, allocated by the
+  // first push).
   size_t capacity_messages;
   // Payload bytes held at most (≥ `max_bytes`).
   uint64_t capacity_bytes;

@@ -278,8 +278,9 @@ pub struct tidemark_batch_config {
     pub max_bytes: u64,
     /// Age trigger, in microseconds: a batch is emitted once its first message is this old.
     pub linger_us: u64,
-    /// Accepted messages held at most (≥ `max_messages`, ≤ 4 194 304; 64 bytes each, allocated
-    /// up front).
+    /// Accepted messages held at most (≥ `max_messages`, ≤ 4 194 304; a ring of 40-byte slots
+    /// and a payload arena of `capacity_bytes` rounded up to a power of two, allocated by the
+    /// first push).
     pub capacity_messages: usize,
     /// Payload bytes held at most (≥ `max_bytes`).
     pub capacity_bytes: u64,

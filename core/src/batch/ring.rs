@@ -33,7 +33,7 @@
 //! - R3: sink `released.store(Release)` (after copying the payloads out) → producer
 //!   `released.load(Acquire)` before its CAS: the copy-out of arena bytes happens-before a
 //!   later lap's producer overwrites them.
-//! - The arena and slots are published by the `parts` CAS (AcqRel) and read with Acquire.
+//! - R4: the arena and slots are published by the `parts` CAS (AcqRel) and read with Acquire.
 use std::alloc::{self, Layout};
 use std::mem::MaybeUninit;
 

@@ -355,8 +355,8 @@ pub struct BatchConfig {
     /// Age trigger: a batch is emitted once its first message is this old (zero: at once).
     pub linger: Duration,
     /// Capacity: accepted messages not yet delivered, failed or handed back (≥ `max_messages`,
-    /// ≤ [`BatchConfig::MAX_CAPACITY_MESSAGES`]). The ring of this many slots (64 bytes each)
-    /// is allocated up front.
+    /// ≤ [`BatchConfig::MAX_CAPACITY_MESSAGES`]). The ring of this many slots (40 bytes each,
+    /// rounded up to a power of two) and the payload arena are allocated by the first push.
     pub capacity_messages: usize,
     /// Capacity in payload bytes (≥ `max_bytes`, ≤ [`BatchConfig::MAX_CAPACITY_BYTES`]).
     pub capacity_bytes: u64,
@@ -369,7 +369,7 @@ pub struct BatchConfig {
 }
 
 impl BatchConfig {
-    /// Upper bound of `capacity_messages` (it sizes a ring allocated up front).
+    /// Upper bound of `capacity_messages` (it sizes the ring).
     pub const MAX_CAPACITY_MESSAGES: usize = 1 << 22;
     /// Upper bound of `capacity_bytes` (32 GiB - 1; the state word's byte field).
     pub const MAX_CAPACITY_BYTES: u64 = super::word::BYTES_MAX;
