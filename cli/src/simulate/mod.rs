@@ -197,7 +197,7 @@ fn run(cfg: Config) -> Result<Report, String> {
             m.handed_back_live += left;
         }
     }
-    m.offered = sh.seq.0.offered.load(Ordering::Relaxed);
+    m.offered = sh.seq.offered.load(Ordering::Relaxed);
     m.sink_delivered = sh.work_sum(|c| &c.delivered);
     m.returned += sh.work_sum(|c| &c.returned);
     m.requeued_batches = sh.work_sum(|c| &c.nacks);
@@ -241,12 +241,12 @@ fn run(cfg: Config) -> Result<Report, String> {
         produce_s,
         drain_ms,
         total_s: wall.elapsed().as_secs_f64(),
-        commits: sh.seq.0.commits.load(Ordering::Relaxed),
+        commits: sh.seq.commits.load(Ordering::Relaxed),
         last_tx,
         flushes: st.flushes,
         batches: sh.work_sum(|c| &c.batches),
-        commit_retries: sh.seq.0.retries.load(Ordering::Relaxed),
-        throttled: sh.seq.0.throttled.load(Ordering::Relaxed),
+        commit_retries: sh.seq.retries.load(Ordering::Relaxed),
+        throttled: sh.seq.throttled.load(Ordering::Relaxed),
         messages: m,
         lag: report::percentiles(lags),
         observer: [
@@ -265,7 +265,7 @@ fn run(cfg: Config) -> Result<Report, String> {
         errors: (
             sh.work_sum(|c| &c.link_errors),
             sh.work_sum(|c| &c.late_acks),
-            sh.seq.0.commit_errors.load(Ordering::Relaxed),
+            sh.seq.commit_errors.load(Ordering::Relaxed),
         ),
         first_error: sh.first_error.lock().unwrap().clone(),
         samples,

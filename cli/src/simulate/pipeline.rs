@@ -14,6 +14,7 @@
 //!  sampler: every 10 ms, under the gate's read lock: ack(), then the observer's bound
 //! ```
 
+use crossbeam_utils::CachePadded;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -55,11 +56,6 @@ pub(crate) const DRAIN_BUDGET: Duration = Duration::from_secs(5);
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// The sequencer waits while this many messages are offered but not resolved (backpressure).
 const MAX_OUTSTANDING: u64 = 64 * 1024;
-
-/// Keeps counters written by different threads on different cache lines.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct Padded<T>(pub T);
 
 /// One simulated writer.
 #[derive(Debug)]
@@ -202,9 +198,9 @@ pub(crate) struct Shared {
     /// Sweep measurements.
     pub sweeps: Mutex<SweepLog>,
     /// Sequencer counters.
-    pub seq: Padded<SeqCounters>,
+    pub seq: CachePadded<SeqCounters>,
     /// Per worker (and one more for the sweeper).
-    pub work: Vec<Padded<WorkerCounters>>,
+    pub work: Vec<CachePadded<WorkerCounters>>,
     /// Commit errors other than evicted writers (first one).
     pub first_error: Mutex<Option<String>>,
     /// Worker channels.
@@ -279,8 +275,8 @@ impl Shared {
             fault_of,
             evictions: Mutex::new(Vec::new()),
             sweeps: Mutex::new(SweepLog::default()),
-            seq: Padded::default(),
-            work: (0..=workers).map(|_| Padded::default()).collect(),
+            seq: CachePadded::default(),
+            work: (0..=workers).map(|_| CachePadded::default()).collect(),
             first_error: Mutex::new(None),
             senders,
         })
@@ -295,7 +291,7 @@ impl Shared {
     pub(crate) fn work_sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
         self.work
             .iter()
-            .map(|c| f(&c.0).load(Ordering::Relaxed))
+            .map(|c| f(c).load(Ordering::Relaxed))
             .sum()
     }
 
@@ -339,7 +335,7 @@ pub(crate) fn sequencer(sh: &Shared) -> u64 {
     let mut tx = 0u64;
     let mut produced = 0u64;
     let mut offered = 0u64;
-    let c = &sh.seq.0;
+    let c = &*sh.seq;
     while !sh.stop_sequencer.load(Ordering::Relaxed) {
         anchors.clear();
         // Acquire: pairs with `request_anchor`.
@@ -439,7 +435,7 @@ pub(crate) fn sequencer(sh: &Shared) -> u64 {
 
 /// Messages offered and not yet resolved (delivered, returned or handed back).
 fn outstanding(sh: &Shared) -> u64 {
-    let offered = sh.seq.0.offered.load(Ordering::Relaxed);
+    let offered = sh.seq.offered.load(Ordering::Relaxed);
     let resolved = sh.work_sum(|c| &c.delivered)
         + sh.work_sum(|c| &c.returned)
         + sh.work_sum(|c| &c.handed_back_mid);
@@ -475,7 +471,7 @@ fn offer(sh: &Shared, w: &SimWriter, m: Message) {
 impl Shared {
     fn seq_returned(&self, n: u64) {
         let last = self.work.len() - 1;
-        self.work[last].0.returned.fetch_add(n, Ordering::Relaxed);
+        self.work[last].returned.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -551,7 +547,7 @@ impl<'a> Worker<'a> {
     }
 
     fn counters(&self) -> &'a WorkerCounters {
-        &self.sh.work[self.shard].0
+        &self.sh.work[self.shard]
     }
 
     fn local(&self, i: u32) -> usize {
@@ -904,7 +900,7 @@ pub(crate) fn sweeper(sh: &Shared) {
     let start = Instant::now();
     let mut tick = 0u32;
     let mut events = Vec::new();
-    let counters = &sh.work[sh.work.len() - 1].0;
+    let counters = &sh.work[sh.work.len() - 1];
     while !sh.stop_background.load(Ordering::Relaxed) {
         tick += 1;
         let target = start + period * tick;
