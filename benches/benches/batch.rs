@@ -33,9 +33,11 @@ fn messages(n: usize) -> Vec<Vec<u8>> {
 
 /// One contiguous input of `n` messages (the producer's own bytes, which it keeps).
 fn packed(n: usize) -> Vec<u8> {
-    (0..n)
-        .flat_map(|i| std::iter::repeat_n(i as u8, MESSAGE_BYTES))
-        .collect()
+    let mut v = vec![0u8; n * MESSAGE_BYTES];
+    for (i, m) in v.chunks_exact_mut(MESSAGE_BYTES).enumerate() {
+        m.fill(i as u8);
+    }
+    v
 }
 
 fn config() -> BatchConfig {

@@ -289,18 +289,38 @@ impl Sink {
         let mut data = BatchData::with_capacity(n, bytes as usize);
         let mut highest = None::<Offset>;
         let stamp = self.ready.front().map_or(0, |s| s.stamp);
+        // Fresh messages lie back to back in the arena: each run of them is copied in one go
+        // (two pieces when it wraps), after its descriptors.
+        let mut run: Option<(u64, u64)> = None; // (arena position, bytes) not yet copied
+        let flush = |data: &mut BatchData, run: &mut Option<(u64, u64)>| {
+            if let Some((pos, len)) = run.take() {
+                // SAFETY: staged arena messages were taken from `ring` and are not released
+                // (they are released only once this batch lands, after this copy); a run
+                // covers consecutive such messages.
+                let (a, b) = unsafe { ring.bytes(pos, len) };
+                data.payload.extend_from_slice(a);
+                data.payload.extend_from_slice(b);
+            }
+        };
         for s in self.ready.drain(..n) {
             highest = highest.max(s.offset);
-            match &s.bytes {
-                Bytes::Arena(pos) => {
-                    // SAFETY: a staged arena message was taken from `ring` and is not released
-                    // (it is released only once this batch lands, after this copy).
-                    let (a, b) = unsafe { ring.bytes(*pos, s.len) };
-                    data.push(s.seq, s.offset, a, b);
+            data.push_desc(s.seq, s.offset, s.len);
+            match s.bytes {
+                Bytes::Arena(pos) => match &mut run {
+                    Some((start, len)) if *start + *len == pos => *len += s.len,
+                    _ => {
+                        flush(&mut data, &mut run);
+                        run = Some((pos, s.len));
+                    }
+                },
+                Bytes::Owned(v) => {
+                    flush(&mut data, &mut run);
+                    data.payload.extend_from_slice(&v);
                 }
-                Bytes::Owned(v) => data.push(s.seq, s.offset, v, &[]),
             }
         }
+        flush(&mut data, &mut run);
+        debug_assert_eq!(data.payload.len() as u64, bytes);
         self.ready_bytes -= bytes;
         self.counters.by_trigger[trigger_index(trigger)] += 1;
         let id = self.next_batch_id;

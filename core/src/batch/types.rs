@@ -165,13 +165,14 @@ impl BatchData {
         }
     }
 
-    /// Appends one message (its bytes in up to two pieces, as a wrapped arena stores them).
-    pub(super) fn push(&mut self, seq: u64, offset: Option<Offset>, a: &[u8], b: &[u8]) {
-        self.payload.extend_from_slice(a);
-        self.payload.extend_from_slice(b);
-        self.starts.push(self.payload.len());
+    /// Appends one message's descriptor; its `len` bytes are appended to `payload` by the
+    /// caller (now or, for a run of messages contiguous in the arena, in one copy after the
+    /// run's last descriptor).
+    pub(super) fn push_desc(&mut self, seq: u64, offset: Option<Offset>, len: u64) {
+        let end = self.starts.last().copied().unwrap_or(0) + len as usize;
+        self.starts.push(end);
         self.descs.push(MessageDesc {
-            len: (a.len() + b.len()) as u64,
+            len,
             offset: offset.unwrap_or_default(),
             has_offset: offset.is_some(),
         });
