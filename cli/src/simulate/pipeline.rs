@@ -289,10 +289,7 @@ impl Shared {
 
     /// The sum of one worker counter.
     pub(crate) fn work_sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
-        self.work
-            .iter()
-            .map(|c| f(c).load(Ordering::Relaxed))
-            .sum()
+        self.work.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
     }
 
     fn shard(&self, i: u32) -> usize {
