@@ -610,7 +610,8 @@ tidemark_status tidemark_batch_buffer_poll_batch(const struct tidemark_batch_buf
 // the batch due (a push, an ack or nack, a stop: any thread), after the buffer's locks are
 // released; it must only signal (send a message, write to a pipe, post a semaphore) and must
 // not block, unwind, or call back into this buffer. `ctx` must stay valid until the buffer is
-// freed (a call already under way when the callback is replaced may still use the old one).
+// freed (a call already under way when the callback is replaced may still use the old one);
+// `tidemark_batch_buffer_free` removes the callback first, so it never runs inside the free.
 //
 // # Safety
 // - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).
@@ -624,7 +625,9 @@ tidemark_status tidemark_batch_buffer_set_notify(const struct tidemark_batch_buf
 // notify callback, which is then called once: when a push reaches a size trigger (or, with
 // nothing buffered, the first message arrives), or an ack, nack or stop changes what the sink
 // may do. Linger deadlines are not notified: `*out_wait_us` says when to poll again
-// (`UINT64_MAX`: only on notification). So the sink loops: poll-notify; on `WOULD_BLOCK`,
+// (`UINT64_MAX`: only on notification). One exception: while a producer has reserved but not
+// yet published (a window of a few instructions), the call returns `WOULD_BLOCK` with a wait
+// of at most 50 µs *without* arming: the host polls again after that wait. So the sink loops: poll-notify; on `WOULD_BLOCK`,
 // wait for the callback's signal or the wait time, whichever comes first. A signal may be
 // spurious; none is lost between the poll and the arming.
 //

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Elixir binding's checks: builds the static library, runs the ExUnit suite of
 # bindings/elixir (no Hex: the project has no dependencies; its NIF is built by `make` through a
-# Mix compiler), then a short benchmark smoke so bench/tracker.exs keeps working.
+# Mix compiler), then short benchmark smokes so bench/tracker.exs and bench/batch.exs keep
+# working.
 # Exits non-zero on any failure and ends with "elixir: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,13 @@ fi
 echo "==> mix run bench/tracker.exs --quick (MIX_ENV=dev)"
 if ! MIX_ENV=dev mix run --no-deps-check bench/tracker.exs --quick; then
   echo "elixir-test: the benchmark smoke failed" >&2
+  rc=1
+  failed=$((failed + 1))
+fi
+
+echo "==> mix run bench/batch.exs --quick (MIX_ENV=dev)"
+if ! MIX_ENV=dev mix run --no-deps-check bench/batch.exs --quick; then
+  echo "elixir-test: the batch benchmark smoke failed" >&2
   rc=1
   failed=$((failed + 1))
 fi

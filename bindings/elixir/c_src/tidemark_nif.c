@@ -8,7 +8,8 @@
  *                process monitor on the writer's pid. The tracker's table keeps it alive while
  *                the writer is registered and its process is alive, so the monitor survives
  *                even when no Elixir term refers to it (the host only holds the integer id).
- *   buffer_res   a `tidemark_batch_buffer*`.
+ *   buffer_res   a `tidemark_batch_buffer*`, its subscribed sink (the pid notified when a batch
+ *                is due) and the processes watching an asynchronous stop.
  *   batch_res    a `tidemark_batch*` taken by poll_batch until ack/nack (freed if dropped:
  *                the batch then stays in flight and is handed back by the stop).
  *
@@ -21,7 +22,8 @@
  * Scheduler safety: every call below is O(1) or O(small argument) except the ones registered
  * as dirty (sweep, stop, flush with a timeout, close) and those that reschedule themselves onto
  * a dirty CPU scheduler: commit / flushed_many / push_many past DIRTY_ITEMS items, batches past
- * DIRTY_BATCH_*, tracker_new with more than DIRTY_EXPECTED_WRITERS expected writers, and every
+ * DIRTY_BATCH_*, stop reports sent by poll_stop_send past DIRTY_ITEMS handed-back messages,
+ * tracker_new with more than DIRTY_EXPECTED_WRITERS expected writers, and every
  * register beyond the writer slots the library allocated up front (register_needs_dirty).
  *
  * Bounded work: the library examines at most `call_budget` deliveries per call (pop, judge or
@@ -38,7 +40,21 @@
  * monitor's down callback cannot reschedule: it hands a backlog to a short-lived native thread
  * (one per tracker at a time, see start_background).
  *
- * Locks: `tracker_res.lock` guards only the writer table and the closed flag (never held across
+ * Sink notification (buffer_subscribe, buffer_poll_batch_notify): the library calls
+ * `buffer_notify(ctx = buffer_res)` once per arming, on the thread of the call that made a
+ * batch due, after its locks are released. That thread is always inside one of this file's
+ * NIFs on that buffer (push, push_many, ack/nack, flush, stop, begin_stop, poll_stop, polls):
+ * each sets the thread-local `tls_env` to its own env around the library call (BUFFER_CALL),
+ * so the callback passes the caller's env to enif_send as a scheduler thread must (normal or
+ * dirty). A callback on a thread that is not an ERTS thread (enif_thread_type() ==
+ * ERL_NIF_THR_UNDEFINED) sends with a NULL env, as such a thread must; one on an ERTS thread
+ * with no env set (no such path exists today) is handed to a short-lived native thread that
+ * sends with a NULL env. The buffer destructor removes the callback before freeing the buffer
+ * (whose free stops it, which would notify), so `ctx` outlives every call.
+ *
+ * Locks: `buffer_res.lock` guards the subscriber and the stop watchers, is never held across
+ * a tidemark call (the callback takes it), and is held only to copy a pid or the watcher list.
+ * `tracker_res.lock` guards only the writer table and the closed flag (never held across
  * a tidemark call); `tracker_res.pub_lock` serialises sending ack/event messages to the
  * subscriber (held across `take_events` and `enif_send` only, both short), so the subscriber
  * sees ack values in increasing order. Flush reports take neither unless the ack moved.
@@ -94,6 +110,8 @@ static ERL_NIF_TERM a_crash, a_cleanup, a_teardown;
 static ERL_NIF_TERM a_idle, a_pending;
 static ERL_NIF_TERM a_count, a_bytes, a_linger, a_flush, a_stop;
 static ERL_NIF_TERM a_unknown_status, a_enomem;
+static ERL_NIF_TERM a_tidemark_batch_ready, a_tidemark_stopped, a_tidemark_stop_progress;
+static ERL_NIF_TERM a_no_subscriber;
 static ERL_NIF_TERM status_atoms[TIDEMARK_STATUS_OUT_OF_MEMORY + 1];
 
 static ERL_NIF_TERM atom(ErlNifEnv *env, const char *name) {
@@ -138,6 +156,10 @@ static void init_atoms(ErlNifEnv *env) {
     a_stop = atom(env, "stop");
     a_unknown_status = atom(env, "unknown_status");
     a_enomem = atom(env, "enomem");
+    a_tidemark_batch_ready = atom(env, "tidemark_batch_ready");
+    a_tidemark_stopped = atom(env, "tidemark_stopped");
+    a_tidemark_stop_progress = atom(env, "tidemark_stop_progress");
+    a_no_subscriber = atom(env, "no_subscriber");
     static const char *const names[] = {
         "ok",          "null_argument", "invalid_argument", "offset_regressed",
         "unknown_writer", "evicted_writer", "capacity",      "full",
@@ -348,6 +370,22 @@ struct writer_res {
 
 typedef struct {
     tidemark_batch_buffer *b;
+    /* Set once at creation: a serial number unique in this VM (keys the sink's linger timer,
+     * see BatchBuffer.poll_batch_notify/1, without holding a reference to the buffer). */
+    uint64_t serial;
+    /* Guards everything below but the atomics; never held across a tidemark call. */
+    ErlNifMutex *lock;
+    /* The subscribed sink (buffer_subscribe): the pid notified by buffer_notify. */
+    bool has_sub;
+    ErlNifPid sub;
+    /* The notify callback is registered with the library (once, at the first subscribe). */
+    bool notify_set;
+    /* Processes watching an asynchronous stop (BatchBuffer.stop_async/2): each settle, close
+     * or stop sends them {:tidemark_stop_progress, buffer}. `nwatch_hint` mirrors `nwatch`
+     * for a lock-free check on the ack path. */
+    ErlNifPid *watchers;
+    size_t nwatch, capwatch;
+    atomic_size_t nwatch_hint;
 } buffer_res;
 
 typedef struct {
@@ -720,11 +758,126 @@ static void writer_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor
     enif_release_resource(w);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Batch buffer notification                                                                   */
+
+/* The env of the NIF call running a tidemark call on this thread (see BUFFER_CALL), or NULL. */
+static _Thread_local ErlNifEnv *tls_env;
+
+static tidemark_status leave_env(tidemark_status s) {
+    tls_env = NULL;
+    return s;
+}
+
+/* Runs `expr` (a tidemark buffer call returning a status) with `tls_env` set to the calling
+ * NIF's env, so a notify callback it makes sends with that env. */
+#define BUFFER_CALL(env, expr) (tls_env = (env), leave_env(expr))
+
+/* {:tidemark_batch_ready, buffer} to `pid`, from `caller_env` (NULL off ERTS threads). */
+static void send_ready(ErlNifEnv *caller_env, buffer_res *br, const ErlNifPid *pid) {
+    ErlNifEnv *m = enif_alloc_env();
+    if (!m)
+        return;
+    ERL_NIF_TERM msg = enif_make_tuple2(m, a_tidemark_batch_ready, enif_make_resource(m, br));
+    enif_send(caller_env, pid, m, msg);
+    enif_free_env(m);
+}
+
+typedef struct {
+    buffer_res *br; /* kept */
+    ErlNifPid pid;
+} deferred_ready;
+
+static void *deferred_ready_thread(void *arg) {
+    deferred_ready *d = arg;
+    send_ready(NULL, d->br, &d->pid); /* not an ERTS thread: NULL env */
+    enif_release_resource(d->br);
+    free(d);
+    return NULL;
+}
+
+/* The library's notify callback (ctx = buffer_res): tells the subscribed sink to poll. Never
+ * blocks (one uncontended mutex to copy the pid, one message). */
+static void buffer_notify(void *ctx) {
+    buffer_res *br = ctx;
+    ErlNifPid pid;
+    enif_mutex_lock(br->lock);
+    bool has = br->has_sub;
+    if (has)
+        pid = br->sub;
+    enif_mutex_unlock(br->lock);
+    if (!has)
+        return;
+    ErlNifEnv *env = tls_env;
+    if (env || enif_thread_type() == ERL_NIF_THR_UNDEFINED) {
+        send_ready(env, br, &pid);
+        return;
+    }
+    /* An ERTS thread outside any call of ours: it has no env we may use, and a NULL env is
+     * only for non-ERTS threads. Send from a native thread instead (no such path exists
+     * today; this keeps a future one correct). */
+    deferred_ready *d = malloc(sizeof *d);
+    if (!d)
+        return;
+    d->br = br;
+    d->pid = pid;
+    enif_keep_resource(br);
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &attr, deferred_ready_thread, d);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        enif_release_resource(br);
+        free(d);
+    }
+}
+
+/* Sends {:tidemark_stop_progress, buffer} to every stop watcher (cheap when there are none:
+ * one atomic load). Called after every call that can finish a stop. */
+static void ping_stop_watchers(ErlNifEnv *env, buffer_res *br) {
+    if (atomic_load_explicit(&br->nwatch_hint, memory_order_seq_cst) == 0)
+        return;
+    ErlNifPid local[8];
+    ErlNifPid *ps = local;
+    enif_mutex_lock(br->lock);
+    size_t n = br->nwatch;
+    if (n > 8)
+        ps = enif_alloc(sizeof *ps * n);
+    if (ps)
+        memcpy(ps, br->watchers, sizeof *ps * n);
+    enif_mutex_unlock(br->lock);
+    if (!ps)
+        return;
+    ErlNifEnv *m = enif_alloc_env();
+    if (m) {
+        for (size_t i = 0; i < n; i++) {
+            ERL_NIF_TERM msg =
+                enif_make_tuple2(m, a_tidemark_stop_progress, enif_make_resource(m, br));
+            enif_send(env, &ps[i], m, msg);
+            enif_clear_env(m);
+        }
+        enif_free_env(m);
+    }
+    if (ps != local)
+        enif_free(ps);
+}
+
 static void buffer_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     buffer_res *br = obj;
-    if (br->b)
+    if (br->b) {
+        /* Freeing a running buffer stops it, which would notify: remove the callback first
+         * (nothing else can be calling into the buffer now). */
+        if (br->notify_set)
+            tidemark_batch_buffer_set_notify(br->b, NULL, NULL);
         tidemark_batch_buffer_free(br->b);
+    }
+    if (br->lock)
+        enif_mutex_destroy(br->lock);
+    if (br->watchers)
+        enif_free(br->watchers);
 }
 
 static void batch_dtor(ErlNifEnv *env, void *obj) {
@@ -1329,6 +1482,7 @@ static ERL_NIF_TERM nif_tracker_has_backlog(ErlNifEnv *env, int argc,
  *            max_inflight_batches), each nil for the default */
 static ERL_NIF_TERM nif_buffer_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
+    static _Atomic uint64_t next_serial = 1;
     tidemark_batch_config c;
     if (tidemark_batch_config_default(&c) != TIDEMARK_STATUS_OK)
         return error_tuple(env, a_enomem);
@@ -1339,18 +1493,28 @@ static ERL_NIF_TERM nif_buffer_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
         !get_opt_u64(env, argv[4], &c.capacity_bytes, NULL) ||
         !get_opt_size(env, argv[5], &c.max_inflight_batches))
         return enif_make_badarg(env);
+    ErlNifMutex *lock = enif_mutex_create("tidemark.buffer");
+    if (!lock)
+        return error_tuple(env, a_enomem);
     tidemark_batch_buffer *b = NULL;
     tidemark_status s = tidemark_batch_buffer_new(&c, &b);
-    if (s != TIDEMARK_STATUS_OK)
+    if (s != TIDEMARK_STATUS_OK) {
+        enif_mutex_destroy(lock);
         return ok_or_error(env, s);
+    }
     buffer_res *br = enif_alloc_resource(BUFFER_RT, sizeof *br);
+    memset(br, 0, sizeof *br);
     br->b = b;
+    br->lock = lock;
+    br->serial = atomic_fetch_add(&next_serial, 1);
+    atomic_init(&br->nwatch_hint, 0);
     ERL_NIF_TERM term = enif_make_resource(env, br);
     enif_release_resource(br);
     return ok_tuple(env, term);
 }
 
-/* binary | {binary, {tx, op} | nil} */
+/* binary | {binary, {tx, op} | nil}: a view into the binary (enif_inspect_binary copies
+ * nothing; the bytes stay valid for the NIF call, and the library copies them during it). */
 static int get_message(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_message *m) {
     ErlNifBinary bin;
     int arity;
@@ -1378,32 +1542,66 @@ static ERL_NIF_TERM nif_buffer_push(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     tidemark_message m;
     if (!get_message(env, argv[1], &m))
         return enif_make_badarg(env);
-    return ok_or_error(env, tidemark_batch_buffer_try_push(br->b, &m));
+    return ok_or_error(env, BUFFER_CALL(env, tidemark_batch_buffer_try_push(br->b, &m)));
 }
 
-/* {:ok, n} when all n were taken; {:error, reason, accepted} otherwise. */
+/* Views of up to this many messages live on the stack (40 bytes each). */
+#define PUSH_STACK 256
+
+/* {:ok, n} when all n were taken; {:error, reason, accepted} otherwise. One library call for
+ * the whole list: an array of views into the binaries (nothing copied here), which the library
+ * copies straight into its arena. One walk over the list: on a normal scheduler, a list longer
+ * than DIRTY_ITEMS is handed to a dirty CPU scheduler once that many items were read. */
 static ERL_NIF_TERM push_many_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
-    (void)argc;
     BUFFER_ARG(br);
-    unsigned len;
-    if (!enif_get_list_length(env, argv[1], &len))
-        return enif_make_badarg(env);
-    tidemark_message stack[32];
-    tidemark_message *ms = len <= 32 ? stack : enif_alloc(sizeof *ms * len);
-    if (!ms)
-        return error_tuple(env, a_enomem);
+    bool normal = enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER;
+    tidemark_message stack[PUSH_STACK];
+    tidemark_message *ms = stack;
+    size_t cap = PUSH_STACK, n = 0;
     ERL_NIF_TERM list = argv[1], head, ret;
-    for (unsigned i = 0; i < len; i++) {
-        enif_get_list_cell(env, list, &head, &list);
-        if (!get_message(env, head, &ms[i])) {
+    while (enif_get_list_cell(env, list, &head, &list)) {
+        if (n == cap) {
+            if (normal && n >= DIRTY_ITEMS) {
+                ret = enif_schedule_nif(env, "buffer_push_many_dirty",
+                                        ERL_NIF_DIRTY_JOB_CPU_BOUND, push_many_impl, argc, argv);
+                goto out;
+            }
+            /* A normal scheduler reads at most DIRTY_ITEMS before going dirty (no walk of a
+             * long list here); a dirty one sizes the array for the whole list. */
+            size_t ncap = DIRTY_ITEMS;
+            if (!normal) {
+                unsigned rest;
+                if (!enif_get_list_length(env, list, &rest)) {
+                    ret = enif_make_badarg(env);
+                    goto out;
+                }
+                ncap = n + 1 + rest;
+            }
+            tidemark_message *big = enif_alloc(sizeof *big * ncap);
+            if (!big) {
+                ret = error_tuple(env, a_enomem);
+                goto out;
+            }
+            memcpy(big, ms, sizeof *ms * n);
+            if (ms != stack)
+                enif_free(ms);
+            ms = big;
+            cap = ncap;
+        }
+        if (!get_message(env, head, &ms[n])) {
             ret = enif_make_badarg(env);
             goto out;
         }
+        n++;
+    }
+    if (!enif_is_empty_list(env, list)) {
+        ret = enif_make_badarg(env);
+        goto out;
     }
     size_t accepted = 0;
     tidemark_status refusal = TIDEMARK_STATUS_OK;
-    tidemark_status s =
-        tidemark_batch_buffer_push_many(br->b, len ? ms : NULL, len, &accepted, &refusal);
+    tidemark_status s = BUFFER_CALL(
+        env, tidemark_batch_buffer_push_many(br->b, n ? ms : NULL, n, &accepted, &refusal));
     if (s != TIDEMARK_STATUS_OK)
         ret = ok_or_error(env, s);
     else if (refusal == TIDEMARK_STATUS_OK)
@@ -1417,49 +1615,46 @@ out:
 }
 
 static ERL_NIF_TERM nif_buffer_push_many(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
-    unsigned len;
-    if (argc == 2 && enif_get_list_length(env, argv[1], &len) && len > DIRTY_ITEMS)
-        return enif_schedule_nif(env, "buffer_push_many_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
-                                 push_many_impl, argc, argv);
     return push_many_impl(env, argc, argv);
 }
 
 /* {:ok, {batch_ref, id, [{payload, offset | nil}], highest_offset | nil, trigger}} built from
- * a batch resource whose handle is still owned by it. */
-static ERL_NIF_TERM build_batch(ErlNifEnv *env, batch_res *b, ERL_NIF_TERM bterm) {
+ * a batch resource whose handle is still owned by it: the batch's borrowed view
+ * (tidemark_batch_get_view) copied once into one new binary, each payload a sub-binary of it. */
+static ERL_NIF_TERM build_batch(ErlNifEnv *env, batch_res *b, ERL_NIF_TERM bterm,
+                                const tidemark_batch_summary *known) {
     tidemark_batch *batch = atomic_load(&b->batch);
     tidemark_batch_summary sum;
-    tidemark_status s = tidemark_batch_info(batch, &sum);
+    tidemark_status s = TIDEMARK_STATUS_OK;
+    if (known)
+        sum = *known;
+    else
+        s = tidemark_batch_info(batch, &sum);
     if (s != TIDEMARK_STATUS_OK)
         return ok_or_error(env, s);
-    tidemark_message *ms = enif_alloc(sizeof *ms * (sum.len ? sum.len : 1));
-    if (!ms)
-        return error_tuple(env, a_enomem);
-    size_t n = 0;
-    s = tidemark_batch_messages(batch, ms, sum.len, &n);
-    if (s != TIDEMARK_STATUS_OK) {
-        enif_free(ms);
+    tidemark_batch_view view;
+    s = tidemark_batch_get_view(batch, &view);
+    if (s != TIDEMARK_STATUS_OK)
         return ok_or_error(env, s);
-    }
-    /* One binary for every payload, sub-binaries per message: one allocation, one copy. */
     ERL_NIF_TERM whole;
-    unsigned char *dst = enif_make_new_binary(env, (size_t)sum.bytes, &whole);
-    size_t written = 0;
-    if (sum.bytes > 0)
-        s = tidemark_batch_copy_payloads(batch, dst, (size_t)sum.bytes, &written);
-    if (s != TIDEMARK_STATUS_OK) {
-        enif_free(ms);
-        return ok_or_error(env, s);
-    }
-    size_t pos = sum.bytes;
+    unsigned char *dst = enif_make_new_binary(env, view.payload_len, &whole);
+    if (!dst)
+        return error_tuple(env, a_enomem);
+    if (view.payload_len > 0)
+        memcpy(dst, view.payload, view.payload_len);
+    size_t pos = view.payload_len;
     ERL_NIF_TERM list = enif_make_list(env, 0);
-    for (size_t i = n; i-- > 0;) {
-        pos -= ms[i].len;
-        ERL_NIF_TERM payload = enif_make_sub_binary(env, whole, pos, ms[i].len);
-        ERL_NIF_TERM off = ms[i].has_offset ? make_offset(env, ms[i].offset) : a_nil;
-        list = enif_make_list_cell(env, enif_make_tuple2(env, payload, off), list);
+    for (size_t i = view.len; i-- > 0;) {
+        const tidemark_msg_desc *d = &view.descs[i];
+        if (d->len > pos) /* the view's lengths must add up to payload_len */
+            return error_tuple(env, status_atoms[TIDEMARK_STATUS_INVALID_ARGUMENT]);
+        pos -= (size_t)d->len;
+        ERL_NIF_TERM msg[2] = {
+            enif_make_sub_binary(env, whole, pos, (size_t)d->len),
+            d->has_offset ? make_offset(env, d->offset) : a_nil,
+        };
+        list = enif_make_list_cell(env, enif_make_tuple_from_array(env, msg, 2), list);
     }
-    enif_free(ms);
     ERL_NIF_TERM info[] = {
         bterm,
         enif_make_uint64(env, sum.id),
@@ -1475,7 +1670,32 @@ static ERL_NIF_TERM build_batch_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TE
     void *p;
     if (!enif_get_resource(env, argv[0], BATCH_RT, &p))
         return enif_make_badarg(env);
-    return build_batch(env, p, argv[0]);
+    return build_batch(env, p, argv[0], NULL);
+}
+
+/* Wraps a batch handle just taken by a poll and converts it (on a dirty CPU scheduler when
+ * large). */
+static ERL_NIF_TERM batch_result(ErlNifEnv *env, buffer_res *br, tidemark_batch *batch) {
+    batch_res *b = enif_alloc_resource(BATCH_RT, sizeof *b);
+    atomic_init(&b->batch, batch);
+    b->buf = br;
+    enif_keep_resource(br);
+    ERL_NIF_TERM bterm = enif_make_resource(env, b);
+    enif_release_resource(b);
+    tidemark_batch_summary sum;
+    tidemark_status s = tidemark_batch_info(batch, &sum);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    if (sum.len > DIRTY_BATCH_MESSAGES || sum.bytes > DIRTY_BATCH_BYTES) {
+        ERL_NIF_TERM args[] = {bterm};
+        return enif_schedule_nif(env, "buffer_build_batch_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 build_batch_dirty, 1, args);
+    }
+    return build_batch(env, b, bterm, &sum);
+}
+
+static ERL_NIF_TERM wait_term(ErlNifEnv *env, uint64_t wait_us) {
+    return wait_us == UINT64_MAX ? a_infinity : enif_make_uint64(env, wait_us);
 }
 
 /* {:ok, batch_tuple} | {:would_block, wait_us | :infinity} | {:error, :closed} */
@@ -1484,27 +1704,76 @@ static ERL_NIF_TERM nif_buffer_poll_batch(ErlNifEnv *env, int argc, const ERL_NI
     BUFFER_ARG(br);
     tidemark_batch *batch = NULL;
     uint64_t wait_us = 0;
-    tidemark_status s = tidemark_batch_buffer_poll_batch(br->b, &batch, &wait_us);
+    tidemark_status s =
+        BUFFER_CALL(env, tidemark_batch_buffer_poll_batch(br->b, &batch, &wait_us));
     if (s == TIDEMARK_STATUS_WOULD_BLOCK)
-        return enif_make_tuple2(env, a_would_block,
-                                wait_us == UINT64_MAX ? a_infinity
-                                                      : enif_make_uint64(env, wait_us));
+        return enif_make_tuple2(env, a_would_block, wait_term(env, wait_us));
+    if (s == TIDEMARK_STATUS_CLOSED)
+        ping_stop_watchers(env, br);
     if (s != TIDEMARK_STATUS_OK)
         return ok_or_error(env, s);
-    batch_res *b = enif_alloc_resource(BATCH_RT, sizeof *b);
-    atomic_init(&b->batch, batch);
-    b->buf = br;
-    enif_keep_resource(br);
-    ERL_NIF_TERM bterm = enif_make_resource(env, b);
-    enif_release_resource(b);
-    tidemark_batch_summary sum;
-    if (tidemark_batch_info(batch, &sum) == TIDEMARK_STATUS_OK &&
-        (sum.len > DIRTY_BATCH_MESSAGES || sum.bytes > DIRTY_BATCH_BYTES)) {
-        ERL_NIF_TERM args[] = {bterm};
-        return enif_schedule_nif(env, "buffer_build_batch_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
-                                 build_batch_dirty, 1, args);
+    return batch_result(env, br, batch);
+}
+
+/* buffer_subscribe(buffer, pid | nil): the process buffer_notify tells to poll (nil: none).
+ * Registers the callback with the library at the first subscribe. */
+static ERL_NIF_TERM nif_buffer_subscribe(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    ErlNifPid pid;
+    bool has = !enif_is_identical(argv[1], a_nil);
+    if (has && !enif_get_local_pid(env, argv[1], &pid))
+        return enif_make_badarg(env);
+    enif_mutex_lock(br->lock);
+    bool set = br->notify_set;
+    enif_mutex_unlock(br->lock);
+    if (!set) {
+        /* Registered before anyone can poll armed (poll_batch_notify requires notify_set):
+         * an arming with no callback in place would be a lost wake-up. Two first subscribes
+         * racing both register the same callback, which is harmless. */
+        tidemark_status s = tidemark_batch_buffer_set_notify(br->b, buffer_notify, br);
+        if (s != TIDEMARK_STATUS_OK)
+            return ok_or_error(env, s);
     }
-    return build_batch(env, b, bterm);
+    enif_mutex_lock(br->lock);
+    br->notify_set = true;
+    br->has_sub = has;
+    if (has)
+        br->sub = pid;
+    enif_mutex_unlock(br->lock);
+    return a_ok;
+}
+
+/* {:ok, batch_tuple} | {:would_block, wait_us | :infinity, serial, subscriber_pid} |
+ * {:error, :closed} | {:error, :no_subscriber}. On WOULD_BLOCK the library armed the callback
+ * (one {:tidemark_batch_ready, buffer} when a batch becomes due); the linger deadline is the
+ * wait, which BatchBuffer.poll_batch_notify/1 turns into a timer to the subscriber. */
+static ERL_NIF_TERM nif_buffer_poll_batch_notify(ErlNifEnv *env, int argc,
+                                                 const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    ErlNifPid pid;
+    enif_mutex_lock(br->lock);
+    bool has = br->has_sub && br->notify_set;
+    if (has)
+        pid = br->sub;
+    enif_mutex_unlock(br->lock);
+    if (!has)
+        return error_tuple(env, a_no_subscriber);
+    tidemark_batch *batch = NULL;
+    uint64_t wait_us = 0;
+    tidemark_status s =
+        BUFFER_CALL(env, tidemark_batch_buffer_poll_batch_notify(br->b, &batch, &wait_us));
+    if (s == TIDEMARK_STATUS_WOULD_BLOCK) {
+        ERL_NIF_TERM t[] = {a_would_block, wait_term(env, wait_us),
+                            enif_make_uint64(env, br->serial), enif_make_pid(env, &pid)};
+        return enif_make_tuple_from_array(env, t, 4);
+    }
+    if (s == TIDEMARK_STATUS_CLOSED)
+        ping_stop_watchers(env, br);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    return batch_result(env, br, batch);
 }
 
 static ERL_NIF_TERM settle(ErlNifEnv *env, const ERL_NIF_TERM argv[], int requeue) {
@@ -1517,10 +1786,13 @@ static ERL_NIF_TERM settle(ErlNifEnv *env, const ERL_NIF_TERM argv[], int requeu
     tidemark_batch *batch = atomic_exchange(&b->batch, NULL);
     if (!batch)
         return error_tuple(env, status_atoms[TIDEMARK_STATUS_NOT_IN_FLIGHT]);
-    tidemark_status s = requeue < 0 ? tidemark_batch_buffer_ack(br->b, batch)
-                                    : tidemark_batch_buffer_nack(br->b, batch, requeue > 0);
+    tidemark_status s =
+        requeue < 0 ? BUFFER_CALL(env, tidemark_batch_buffer_ack(br->b, batch))
+                    : BUFFER_CALL(env, tidemark_batch_buffer_nack(br->b, batch, requeue > 0));
     if (s == TIDEMARK_STATUS_NULL_ARGUMENT || s == TIDEMARK_STATUS_INVALID_HANDLE)
         tidemark_batch_free(batch); /* not consumed by the call */
+    /* An ack or nack can finish a stop: its watchers look again. */
+    ping_stop_watchers(env, br);
     return ok_or_error(env, s);
 }
 
@@ -1545,25 +1817,17 @@ static ERL_NIF_TERM nif_buffer_flush(ErlNifEnv *env, int argc, const ERL_NIF_TER
         return enif_make_badarg(env);
     if (timeout > 0 && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
         return enif_make_badarg(env); /* a waiting flush must use the dirty entry */
-    return ok_or_error(env, tidemark_batch_buffer_flush(br->b, timeout));
+    return ok_or_error(env, BUFFER_CALL(env, tidemark_batch_buffer_flush(br->b, timeout)));
 }
 
-/* Dirty IO: waits up to the deadline for the sink, then returns the report. */
-static ERL_NIF_TERM nif_buffer_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
-    (void)argc;
-    BUFFER_ARG(br);
-    uint64_t timeout;
-    if (!get_u64(env, argv[1], &timeout))
-        return enif_make_badarg(env);
-    tidemark_stop_report *r = NULL;
-    tidemark_status s = tidemark_batch_buffer_stop(br->b, timeout, &r);
-    if (s != TIDEMARK_STATUS_OK)
-        return ok_or_error(env, s);
+/* The stop report as a map (see BatchBuffer.stop/2), built in `env`; the report stays the
+ * caller's. 0 on failure (*out is then an error term). */
+static int report_term(ErlNifEnv *env, const tidemark_stop_report *r, ERL_NIF_TERM *out) {
     tidemark_stop_counts c;
-    s = tidemark_stop_report_counts(r, &c);
+    tidemark_status s = tidemark_stop_report_counts(r, &c);
     if (s != TIDEMARK_STATUS_OK) {
-        tidemark_stop_report_free(r);
-        return ok_or_error(env, s);
+        *out = ok_or_error(env, s);
+        return 0;
     }
     /* Handed-back messages, in order, copied out page by page, three ways over the same
      * binaries: `handed_back` ({payload, offset | nil, outcome_unknown?}, the shape since the
@@ -1572,8 +1836,8 @@ static ERL_NIF_TERM nif_buffer_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     size_t cap = c.handed_back ? c.handed_back : 1;
     ERL_NIF_TERM *items = enif_alloc(sizeof(ERL_NIF_TERM) * cap * 3);
     if (!items) {
-        tidemark_stop_report_free(r);
-        return error_tuple(env, a_enomem);
+        *out = error_tuple(env, a_enomem);
+        return 0;
     }
     ERL_NIF_TERM *msgs = items + cap;
     ERL_NIF_TERM *unknown = items + 2 * cap;
@@ -1598,10 +1862,10 @@ static ERL_NIF_TERM nif_buffer_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         }
         start += got;
     } while (got == 256 && start < c.handed_back);
-    tidemark_stop_report_free(r);
     if (s != TIDEMARK_STATUS_OK) {
         enif_free(items);
-        return ok_or_error(env, s);
+        *out = ok_or_error(env, s);
+        return 0;
     }
     ERL_NIF_TERM list = enif_make_list_from_array(env, items, (unsigned)start);
     ERL_NIF_TERM msg_list = enif_make_list_from_array(env, msgs, (unsigned)start);
@@ -1618,7 +1882,136 @@ static ERL_NIF_TERM nif_buffer_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         make_bool(c.timed_out),                     enif_make_uint64(env, c.handed_back),
         msg_list,                                   unknown_list,
     };
-    return ok_tuple(env, make_map(env, keys, vals, 10));
+    *out = make_map(env, keys, vals, 10);
+    return 1;
+}
+
+/* Dirty IO: waits up to the deadline for the sink, then returns the report. */
+static ERL_NIF_TERM nif_buffer_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    uint64_t timeout;
+    if (!get_u64(env, argv[1], &timeout))
+        return enif_make_badarg(env);
+    tidemark_stop_report *r = NULL;
+    tidemark_status s = BUFFER_CALL(env, tidemark_batch_buffer_stop(br->b, timeout, &r));
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    ping_stop_watchers(env, br);
+    ERL_NIF_TERM term;
+    int ok = report_term(env, r, &term);
+    tidemark_stop_report_free(r);
+    return ok ? ok_tuple(env, term) : term;
+}
+
+/* buffer_begin_stop(buffer, timeout_ms): closes admission and starts the drain, never
+ * waiting (the earliest deadline of several stops wins). */
+static ERL_NIF_TERM nif_buffer_begin_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    uint64_t timeout;
+    if (!get_u64(env, argv[1], &timeout))
+        return enif_make_badarg(env);
+    return ok_or_error(env, BUFFER_CALL(env, tidemark_batch_buffer_begin_stop(br->b, timeout)));
+}
+
+/* buffer_stop_watch(buffer, pid, true | false): adds or removes a stop watcher (see
+ * ping_stop_watchers). */
+static ERL_NIF_TERM nif_buffer_stop_watch(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    ErlNifPid pid;
+    if (!enif_get_local_pid(env, argv[1], &pid) ||
+        (!enif_is_identical(argv[2], a_true) && !enif_is_identical(argv[2], a_false)))
+        return enif_make_badarg(env);
+    bool add = enif_is_identical(argv[2], a_true);
+    ERL_NIF_TERM ret = a_ok;
+    enif_mutex_lock(br->lock);
+    if (add) {
+        if (br->nwatch == br->capwatch) {
+            size_t cap = br->capwatch ? br->capwatch * 2 : 4;
+            ErlNifPid *w = br->watchers ? enif_realloc(br->watchers, sizeof *w * cap)
+                                        : enif_alloc(sizeof *w * cap);
+            if (!w) {
+                ret = error_tuple(env, a_enomem);
+                goto out;
+            }
+            br->watchers = w;
+            br->capwatch = cap;
+        }
+        br->watchers[br->nwatch++] = pid;
+    } else {
+        for (size_t i = 0; i < br->nwatch; i++) {
+            if (enif_compare_pids(&br->watchers[i], &pid) == 0) {
+                br->watchers[i] = br->watchers[--br->nwatch];
+                break;
+            }
+        }
+    }
+    atomic_store_explicit(&br->nwatch_hint, br->nwatch, memory_order_seq_cst);
+out:
+    enif_mutex_unlock(br->lock);
+    return ret;
+}
+
+static ERL_NIF_TERM poll_stop_send_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* buffer_poll_stop_send(buffer, pid, ref): :would_block while the stop drains (or none began);
+ * once it finished, sends {:tidemark_stopped, ref, report} to `pid` (built in the message's own
+ * env: nothing is copied by the send) and returns :ok. A report with many handed-back
+ * messages is built on a dirty CPU scheduler. */
+static ERL_NIF_TERM nif_buffer_poll_stop_send(ErlNifEnv *env, int argc,
+                                              const ERL_NIF_TERM argv[]) {
+    BUFFER_ARG(br);
+    ErlNifPid pid;
+    if (!enif_get_local_pid(env, argv[1], &pid))
+        return enif_make_badarg(env);
+    tidemark_stop_report *r = NULL;
+    tidemark_status s = BUFFER_CALL(env, tidemark_batch_buffer_poll_stop(br->b, &r));
+    if (s == TIDEMARK_STATUS_WOULD_BLOCK)
+        return a_would_block;
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    tidemark_stop_counts c;
+    s = tidemark_stop_report_counts(r, &c);
+    tidemark_stop_report_free(r);
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    if (c.handed_back > DIRTY_ITEMS)
+        return enif_schedule_nif(env, "buffer_poll_stop_send_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 poll_stop_send_impl, argc, argv);
+    return poll_stop_send_impl(env, argc, argv);
+}
+
+static ERL_NIF_TERM poll_stop_send_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    BUFFER_ARG(br);
+    ErlNifPid pid;
+    if (!enif_get_local_pid(env, argv[1], &pid))
+        return enif_make_badarg(env);
+    /* The stop finished: every poll_stop returns its report from now on. */
+    tidemark_stop_report *r = NULL;
+    tidemark_status s = BUFFER_CALL(env, tidemark_batch_buffer_poll_stop(br->b, &r));
+    if (s == TIDEMARK_STATUS_WOULD_BLOCK)
+        return a_would_block;
+    if (s != TIDEMARK_STATUS_OK)
+        return ok_or_error(env, s);
+    ErlNifEnv *m = enif_alloc_env();
+    if (!m) {
+        tidemark_stop_report_free(r);
+        return error_tuple(env, a_enomem);
+    }
+    ERL_NIF_TERM term;
+    int ok = report_term(m, r, &term);
+    tidemark_stop_report_free(r);
+    if (!ok) {
+        enif_free_env(m);
+        return error_tuple(env, a_enomem);
+    }
+    ERL_NIF_TERM msg = enif_make_tuple3(m, a_tidemark_stopped, enif_make_copy(m, argv[2]), term);
+    enif_send(env, &pid, m, msg);
+    enif_free_env(m);
+    return a_ok;
 }
 
 static ERL_NIF_TERM nif_buffer_stats(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -1729,6 +2122,11 @@ static ErlNifFunc funcs[] = {
     {"buffer_flush", 2, nif_buffer_flush, 0},
     {"buffer_flush_wait", 2, nif_buffer_flush, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"buffer_stop", 2, nif_buffer_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"buffer_subscribe", 2, nif_buffer_subscribe, 0},
+    {"buffer_poll_batch_notify", 1, nif_buffer_poll_batch_notify, 0},
+    {"buffer_begin_stop", 2, nif_buffer_begin_stop, 0},
+    {"buffer_stop_watch", 3, nif_buffer_stop_watch, 0},
+    {"buffer_poll_stop_send", 3, nif_buffer_poll_stop_send, 0},
     {"buffer_stats", 1, nif_buffer_stats, 0},
 };
 

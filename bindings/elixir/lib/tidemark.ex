@@ -6,8 +6,9 @@ defmodule Tidemark do
       staleness sweeps;
     * `Tidemark.Sweeper` — a supervised process that sweeps a tracker every interval and
       forwards its events;
-    * `Tidemark.BatchBuffer` — many producers, one sink, a stop that hands back what the sink
-      did not acknowledge.
+    * `Tidemark.BatchBuffer` — many producers, one sink (a plain `receive` loop woken by
+      `{:tidemark_batch_ready, buffer}` messages), a stop that hands back what the sink did not
+      acknowledge (blocking, or asynchronous with the report as a message).
 
   Every function is a NIF call that returns in well under a millisecond; anything that can take
   longer runs on a dirty scheduler (see `Tidemark.Native`).

@@ -31,7 +31,9 @@ impl BatchBuffer {
     /// Like [`poll_batch`](Self::poll_batch), and when nothing is ready it *arms* the notifier:
     /// it is then called once, when a push reaches a size trigger (or, with nothing buffered,
     /// when the first message arrives), or an ack, nack or stop changes what the sink may do.
-    /// Linger deadlines are not notified: the `Wait` hint says when to poll again. So a sink
+    /// Linger deadlines are not notified: the `Wait` hint says when to poll again. (While a
+    /// producer has reserved but not yet published, it returns `Wait(Some(≤ 50 µs))` without
+    /// arming: poll again after that wait.) So a sink
     /// with no thread of its own loops: poll, and on `Wait` wait for the notification or the
     /// hint, whichever comes first. A notification may be spurious (poll finds nothing); one is
     /// never lost between the poll and the arming.

@@ -7,7 +7,8 @@ defmodule Tidemark.Native do
   # tracker_sweep/1 and tracker_close/1 (dirty CPU), buffer_flush_wait/2 and buffer_stop/2
   # (dirty IO: they wait for the sink), and, rescheduling themselves onto a dirty CPU
   # scheduler: commit / flushed_many / push_many calls with more than 1000 items, batches above
-  # 4096 messages or 512 KiB, tracker_new with more than 8192 expected writers, and every
+  # 4096 messages or 512 KiB, stop reports sent by buffer_poll_stop_send with more than 1000
+  # handed-back messages, tracker_new with more than 8192 expected writers, and every
   # tracker_register past the writer slots allocated up front (`expected_writers`: the only
   # fact the C ABI gives about when the library's writer table allocates).
   #
@@ -168,4 +169,28 @@ defmodule Tidemark.Native do
   def buffer_stop(_b, _timeout_ms), do: :erlang.nif_error(:nif_not_loaded)
   @spec buffer_stats(buffer()) :: result(map())
   def buffer_stats(_b), do: :erlang.nif_error(:nif_not_loaded)
+
+  # Sink notification: the library calls back (on the thread of the push, ack or stop that made
+  # a batch due) and the NIF sends {:tidemark_batch_ready, buffer} to the subscriber.
+  @spec buffer_subscribe(buffer(), pid() | nil) :: result()
+  def buffer_subscribe(_b, _pid), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec buffer_poll_batch_notify(buffer()) ::
+          {:ok, batch_tuple()}
+          | {:would_block, non_neg_integer() | :infinity, pos_integer(), pid()}
+          | {:error, atom()}
+  def buffer_poll_batch_notify(_b), do: :erlang.nif_error(:nif_not_loaded)
+
+  # Asynchronous stop: begin_stop closes admission without waiting; a watcher process (added
+  # with stop_watch) receives {:tidemark_stop_progress, buffer} after every ack, nack, close or
+  # stop, and calls poll_stop_send, which sends {:tidemark_stopped, ref, report} to `pid` once
+  # the stop finished (a large report is built on a dirty CPU scheduler).
+  @spec buffer_begin_stop(buffer(), non_neg_integer()) :: result()
+  def buffer_begin_stop(_b, _timeout_ms), do: :erlang.nif_error(:nif_not_loaded)
+  @spec buffer_stop_watch(buffer(), pid(), boolean()) :: result()
+  def buffer_stop_watch(_b, _pid, _add), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec buffer_poll_stop_send(buffer(), pid(), reference()) ::
+          :ok | :would_block | {:error, atom()}
+  def buffer_poll_stop_send(_b, _pid, _ref), do: :erlang.nif_error(:nif_not_loaded)
 end
