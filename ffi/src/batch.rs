@@ -175,11 +175,13 @@ pub unsafe extern "C" fn tidemark_batch_buffer_free(buffer: *mut tidemark_batch_
     boundary_void!({
         if !buffer.is_null() {
             // SAFETY: C contract: a live handle, and no other call uses it now or later.
-            let b = unsafe { cast::take::<BatchBuffer>(buffer) };
-            // The notify callback is not called from inside the free (a running buffer's drop
-            // stops it, which would notify): the host may be tearing its `ctx` down.
-            b.set_notifier(None);
-            drop(b);
+            // (A foreign or freed handle is refused by `take`: nothing to drop then.)
+            if let Ok(b) = unsafe { cast::take::<BatchBuffer>(buffer) } {
+                // The notify callback is not called from inside the free (a running buffer's
+                // drop stops it, which would notify): the host may be tearing `ctx` down.
+                b.set_notifier(None);
+                drop(b);
+            }
         }
     })
 }
