@@ -360,6 +360,21 @@ impl Tracker {
     /// Registers a new writer. Fails with `CapacityExceeded` past `max_writers`, and with
     /// `OutOfMemory` when the cell table cannot grow (nothing changes then).
     pub fn register(&self) -> Result<WriterId, TrackerError> {
+        match self.register_with(true)? {
+            Some(id) => Ok(id),
+            None => unreachable!("register_with(true) allocates instead of declining"),
+        }
+    }
+
+    /// Registers a new writer only if that needs no allocation: `Ok(None)` (nothing changed)
+    /// when the cell table would have to grow first. O(1) and allocation-free, so a host that
+    /// must not allocate on the calling thread (a BEAM scheduler) can try this first and fall
+    /// back to [`register`](Self::register) elsewhere. Errors as `register`.
+    pub fn register_if_allocated(&self) -> Result<Option<WriterId>, TrackerError> {
+        self.register_with(false)
+    }
+
+    fn register_with(&self, may_allocate: bool) -> Result<Option<WriterId>, TrackerError> {
         let mut reg = self.registry.lock();
         if reg.registered as usize >= self.max_writers {
             return Err(TrackerError::CapacityExceeded {
@@ -375,8 +390,13 @@ impl Tracker {
                         max_writers: self.max_writers,
                     });
                 }
-                // Zeroed segments: O(1) even when the table doubles.
-                self.cells.ensure(reg.next as u32)?;
+                if self.cells.get(reg.next as u32).is_none() {
+                    if !may_allocate {
+                        return Ok(None);
+                    }
+                    // Zeroed segments: O(1) even when the table doubles.
+                    self.cells.ensure(reg.next as u32)?;
+                }
                 reg.next += 1;
                 (reg.next - 1) as u32
             }
@@ -392,7 +412,7 @@ impl Tracker {
         // a free cell's meta (every CAS follows a successful lookup of a registered id).
         cell.meta
             .store(Meta::registered(generation).0, Ordering::Release);
-        Ok(WriterId::new(index, generation))
+        Ok(Some(WriterId::new(index, generation)))
     }
 
     /// Releases a writer's id (any status, evicted included). If it was pending it unpins now,
