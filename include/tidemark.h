@@ -49,7 +49,9 @@ enum tidemark_status
   TIDEMARK_STATUS_CLOSED = 9,
   // A blocking call's timeout passed first.
   TIDEMARK_STATUS_TIMEOUT = 10,
-  // Nothing to return yet (non-blocking calls): poll again later.
+  // Nothing to return yet (non-blocking calls): poll again later. From
+  // `tidemark_tracker_register_if_allocated`: registering would have to allocate; nothing
+  // changed.
   TIDEMARK_STATUS_WOULD_BLOCK = 11,
   // The caller's array or buffer is too small for the result; nothing was written.
   TIDEMARK_STATUS_BUFFER_TOO_SMALL = 12,
@@ -493,7 +495,7 @@ const char *tidemark_status_message(uint32_t status);
 
 // Milliseconds on the monotonic clock the batch buffers use (a process-wide origin). Pass it as
 // `now_ms` to the tracker calls when a batch buffer reports to that tracker through its link,
-// so both sides read one clock. Thread-safe.
+// so both sides read one clock. Thread-safe. (0 only if reading the clock panicked.)
 uint64_t tidemark_monotonic_ms(void);
 
 // Fills `*out` with the default configuration: 512 messages / 1 MiB / 5 ms per batch,
@@ -835,13 +837,30 @@ void tidemark_tracker_free(struct tidemark_tracker *tracker);
 // Cost: usually a few hundred nanoseconds, but when every slot is taken the writer table adds
 // a segment as large as all earlier ones together (64, 64, 128, … slots) and initialises it in
 // this call: about 2 ms at 65 536 slots, proportionally more beyond. Set `expected_writers` to
-// allocate up front, or register from a thread that may block briefly (a BEAM dirty scheduler).
+// allocate up front, or register from a thread that may block briefly (a BEAM dirty scheduler);
+// `tidemark_tracker_register_if_allocated` registers only when no allocation is needed.
 //
 // # Safety
 // - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
 // - `out` is NULL or points to writable memory for one `tidemark_writer_id`.
 tidemark_status tidemark_tracker_register(const struct tidemark_tracker *tracker,
                                           tidemark_writer_id *out);
+
+// Registers a new writer only if that needs no allocation: on `OK`, `*out` receives its id,
+// exactly as from `tidemark_tracker_register`. `WOULD_BLOCK` when the writer table would have
+// to grow first: nothing changed and `*out` was not written; register with
+// `tidemark_tracker_register` from a thread that may block briefly (a BEAM dirty scheduler)
+// instead. `CAPACITY` past `max_writers`. O(1) and allocation-free whatever the outcome, so
+// it is safe on a thread that must not stall: a host tries it first and falls back to
+// `tidemark_tracker_register` elsewhere only on `WOULD_BLOCK`. Slots allocated up front
+// (`expected_writers`) and slots freed by `tidemark_tracker_unregister` need no allocation;
+// beyond them, when the table grows and by how much is the library's own business.
+//
+// # Safety
+// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+// - `out` is NULL or points to writable memory for one `tidemark_writer_id`.
+tidemark_status tidemark_tracker_register_if_allocated(const struct tidemark_tracker *tracker,
+                                                       tidemark_writer_id *out);
 
 // Releases a writer's slot (pending or evicted writers included: whatever it owed stops
 // pinning the ack). Its id becomes stale: later calls with it give `UNKNOWN_WRITER`.

@@ -69,13 +69,14 @@ func (e *Error) Is(target error) bool {
 
 func sentinel(s Status, msg string) *Error { return &Error{status: s, msg: msg} }
 
-// Sentinel errors, one per C status (see include/tidemark.h for each one's meaning).
+// Sentinel errors, one per C status (see include/tidemark.h for each one's meaning). Each is
+// named after its status: TIDEMARK_STATUS_EVICTED_WRITER is ErrEvictedWriter.
 var (
 	ErrNullArgument    = sentinel(StatusNullArgument, "NULL argument (a bug in the binding)")
 	ErrInvalidArgument = sentinel(StatusInvalidArgument, "invalid argument")
 	ErrOffsetRegressed = sentinel(StatusOffsetRegressed, "offset regressed (a commit tx not above the previous commit's)")
 	ErrUnknownWriter   = sentinel(StatusUnknownWriter, "unknown writer (never registered, or unregistered: a stale id)")
-	ErrEvicted         = sentinel(StatusEvictedWriter, "writer evicted (unregister it and register a new one)")
+	ErrEvictedWriter   = sentinel(StatusEvictedWriter, "writer evicted (unregister it and register a new one)")
 	ErrCapacity        = sentinel(StatusCapacity, "tracker at max_writers")
 	ErrFull            = sentinel(StatusFull, "batch buffer full: retry later")
 	ErrStopping        = sentinel(StatusStopping, "batch buffer stopping: admission closed")
@@ -91,6 +92,10 @@ var (
 	ErrInvalidHandle   = sentinel(StatusInvalidHandle, "invalid handle")
 	ErrOutOfMemory     = sentinel(StatusOutOfMemory, "out of memory in the native library")
 )
+
+// ErrEvicted is ErrEvictedWriter under its first name, kept as an alias: the same value, so
+// errors.Is(err, ErrEvicted) and errors.Is(err, ErrEvictedWriter) always agree.
+var ErrEvicted = ErrEvictedWriter
 
 // Misuse detected by the binding itself (no C call was made). Each Is ErrInvalidArgument too.
 var (
@@ -130,7 +135,7 @@ func statusErr(s Status) error {
 	case StatusUnknownWriter:
 		return ErrUnknownWriter
 	case StatusEvictedWriter:
-		return ErrEvicted
+		return ErrEvictedWriter
 	case StatusCapacity:
 		return ErrCapacity
 	case StatusFull:

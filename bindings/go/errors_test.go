@@ -136,3 +136,54 @@ func TestErrorTextsHaveOnePrefix(t *testing.T) {
 		}
 	}
 }
+
+// The canonical names of docs/ABI.md's vocabulary and the names they replaced both work: an
+// evicted writer's refusal Is ErrEvictedWriter and Is its alias ErrEvicted (and nothing
+// unrelated), and Tracker.WriterStatus and its alias Tracker.WriterState report the same.
+func TestCanonicalNamesAndAliases(t *testing.T) {
+	tr, err := NewTracker(TrackerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	w, err := tr.Register()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Commit(Offset{Tx: 5}, w); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Down(w, DownCrash); err != nil {
+		t.Fatal(err)
+	}
+	refused := tr.Flushed(w, Offset{Tx: 5})
+	if !errors.Is(refused, ErrEvictedWriter) || !errors.Is(refused, ErrEvicted) {
+		t.Fatalf("flush from an evicted writer: %v", refused)
+	}
+	if errors.Is(refused, ErrUnknownWriter) {
+		t.Fatalf("an evicted writer's refusal matched ErrUnknownWriter: %v", refused)
+	}
+	var e *Error
+	if !errors.As(refused, &e) || e.Status() != StatusEvictedWriter {
+		t.Fatalf("status behind %v: %v", refused, e)
+	}
+	if StatusEvictedWriter.Err() != ErrEvictedWriter || ErrEvicted != ErrEvictedWriter {
+		t.Fatal("ErrEvicted is not the same sentinel as ErrEvictedWriter")
+	}
+	st, reason, err := tr.WriterStatus(w)
+	if err != nil || st != WriterEvicted || reason != EvictCrashed {
+		t.Fatalf("WriterStatus: %v %v %v", st, reason, err)
+	}
+	st2, reason2, err2 := tr.WriterState(w)
+	if st2 != st || reason2 != reason || err2 != nil {
+		t.Fatalf("WriterState: %v %v %v, WriterStatus: %v %v", st2, reason2, err2, st, reason)
+	}
+	if err := tr.Unregister(w); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = tr.WriterStatus(w)
+	_, _, err2 = tr.WriterState(w)
+	if !errors.Is(err, ErrUnknownWriter) || !errors.Is(err2, ErrUnknownWriter) {
+		t.Fatalf("stale id: WriterStatus %v, WriterState %v", err, err2)
+	}
+}

@@ -64,7 +64,7 @@ func ExampleTracker_Down() {
 	events := make([]tidemark.Event, 8)
 	n, _ := t.TakeEvents(events)
 	fmt.Println(ack, n, events[0].Kind, events[0].Reason)
-	fmt.Println(errors.Is(t.Flushed(a, tidemark.Offset{Tx: 5}), tidemark.ErrEvicted))
+	fmt.Println(errors.Is(t.Flushed(a, tidemark.Offset{Tx: 5}), tidemark.ErrEvictedWriter))
 	// Output:
 	// 5 1 evicted crashed
 	// true

@@ -298,9 +298,8 @@ func (t *Tracker) Unregister(w WriterID) error {
 }
 
 // Remove removes a writer on purpose: what it owes stops pinning the ack. The id stays
-// registered. No event is queued (the caller knows; the C header claims a REMOVED event, but
-// the library queues one only for Down(w, DownCleanup)), so a removal that other parts of the
-// host must hear about should go through Down(w, DownCleanup).
+// registered. No event is queued (the caller knows); a removal that other parts of the host
+// must hear about goes through Down(w, DownCleanup), which queues an EventRemoved.
 func (t *Tracker) Remove(w WriterID) error {
 	p, err := t.acquire()
 	if err != nil {
@@ -360,8 +359,8 @@ func (t *Tracker) Down(w WriterID, class DownClass) error {
 	return statusErr(s)
 }
 
-// WriterState returns a writer's state and, when evicted, why.
-func (t *Tracker) WriterState(w WriterID) (WriterState, EvictReason, error) {
+// WriterStatus returns a writer's state and, when evicted, why (tidemark_tracker_writer_status).
+func (t *Tracker) WriterStatus(w WriterID) (WriterState, EvictReason, error) {
 	p, err := t.acquire()
 	if err != nil {
 		return 0, 0, err
@@ -375,9 +374,14 @@ func (t *Tracker) WriterState(w WriterID) (WriterState, EvictReason, error) {
 	return WriterState(out.state), EvictReason(out.reason), nil
 }
 
+// WriterState is WriterStatus under its first name, kept as an alias.
+func (t *Tracker) WriterState(w WriterID) (WriterState, EvictReason, error) {
+	return t.WriterStatus(w)
+}
+
 // Commit hands a commit (its last offset) to the tracker with the writers it was delivered
 // to. offset.Tx must exceed the previous commit's (ErrOffsetRegressed); every writer must be
-// registered (ErrUnknownWriter) and not evicted (ErrEvicted). A refused commit changes
+// registered (ErrUnknownWriter) and not evicted (ErrEvictedWriter). A refused commit changes
 // nothing. Commit from one goroutine: commits are serialised, not ordered.
 func (t *Tracker) Commit(offset Offset, writers ...WriterID) error {
 	now := t.clock()
@@ -409,7 +413,7 @@ func (t *Tracker) Commit(offset Offset, writers ...WriterID) error {
 // Flushed reports that w flushed everything up to offset. A report at or above the last
 // commit delivered to w completes it; a lower one is progress (it re-arms the grace period);
 // one below an earlier report, or from a writer that owes nothing, is accepted and changes
-// nothing (late reports are normal). An evicted writer gets ErrEvicted, a stale id
+// nothing (late reports are normal). An evicted writer gets ErrEvictedWriter, a stale id
 // ErrUnknownWriter.
 func (t *Tracker) Flushed(w WriterID, offset Offset) error {
 	now := t.clock()

@@ -10,7 +10,7 @@
 //!   `TIDEMARK_STATUS_PANIC`.
 //! - No thread-local "last error": [`tidemark_status_message`] gives a static description.
 //!
-//! Layout: `boundary` (the one macro every export goes through), `cast` (the only module that
+//! Layout: `boundary` (the macros every export's body is one call of), `cast` (the only module that
 //! turns raw pointers into references or boxes), `types` (the `#[repr(C)]` types), `tracker`
 //! and `batch` (the exports).
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -67,7 +67,9 @@ pub enum tidemark_status {
     Closed = 9,
     /// A blocking call's timeout passed first.
     Timeout = 10,
-    /// Nothing to return yet (non-blocking calls): poll again later.
+    /// Nothing to return yet (non-blocking calls): poll again later. From
+    /// `tidemark_tracker_register_if_allocated`: registering would have to allocate; nothing
+    /// changed.
     WouldBlock = 11,
     /// The caller's array or buffer is too small for the result; nothing was written.
     BufferTooSmall = 12,
@@ -152,29 +154,35 @@ impl tidemark_status {
 /// free it. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn tidemark_version() -> *const c_char {
-    const VERSION: &CStr =
-        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(v) => v,
-            Err(_) => panic!("the version contains no NUL"),
-        };
-    VERSION.as_ptr()
+    boundary_value!(c"unknown".as_ptr(), {
+        const VERSION: &CStr =
+            match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+                Ok(v) => v,
+                Err(_) => panic!("the version contains no NUL"),
+            };
+        VERSION.as_ptr()
+    })
 }
 
 /// A static NUL-terminated description of `status` (a `tidemark_status` value); an unknown
 /// number gives `"unknown status"`. Never NULL; never free it. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn tidemark_status_message(status: u32) -> *const c_char {
-    let text = tidemark_status::from_u32(status).map_or(c"unknown status", |s| s.message());
-    text.as_ptr()
+    boundary_value!(c"unknown status".as_ptr(), {
+        let text = tidemark_status::from_u32(status).map_or(c"unknown status", |s| s.message());
+        text.as_ptr()
+    })
 }
 
 /// Milliseconds on the monotonic clock the batch buffers use (a process-wide origin). Pass it as
 /// `now_ms` to the tracker calls when a batch buffer reports to that tracker through its link,
-/// so both sides read one clock. Thread-safe.
+/// so both sides read one clock. Thread-safe. (0 only if reading the clock panicked.)
 #[unsafe(no_mangle)]
 pub extern "C" fn tidemark_monotonic_ms() -> u64 {
-    use tidemark_core::batch::{Clock, SystemClock};
-    SystemClock.now().as_millis() as u64
+    boundary_value!(0, {
+        use tidemark_core::batch::{Clock, SystemClock};
+        SystemClock.now().as_millis() as u64
+    })
 }
 
 #[cfg(test)]

@@ -119,7 +119,8 @@ pub unsafe extern "C" fn tidemark_tracker_free(tracker: *mut tidemark_tracker) {
 /// Cost: usually a few hundred nanoseconds, but when every slot is taken the writer table adds
 /// a segment as large as all earlier ones together (64, 64, 128, … slots) and initialises it in
 /// this call: about 2 ms at 65 536 slots, proportionally more beyond. Set `expected_writers` to
-/// allocate up front, or register from a thread that may block briefly (a BEAM dirty scheduler).
+/// allocate up front, or register from a thread that may block briefly (a BEAM dirty scheduler);
+/// `tidemark_tracker_register_if_allocated` registers only when no allocation is needed.
 ///
 /// # Safety
 /// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
@@ -133,6 +134,36 @@ pub unsafe extern "C" fn tidemark_tracker_register(
         // SAFETY: C contract on both pointers.
         let (t, out) = unsafe { (self::tracker(tracker)?, cast::out(out)?) };
         let w = t.register().map_err(tidemark_status::from)?;
+        out.write(w.to_raw());
+        Ok(())
+    })
+}
+
+/// Registers a new writer only if that needs no allocation: on `OK`, `*out` receives its id,
+/// exactly as from `tidemark_tracker_register`. `WOULD_BLOCK` when the writer table would have
+/// to grow first: nothing changed and `*out` was not written; register with
+/// `tidemark_tracker_register` from a thread that may block briefly (a BEAM dirty scheduler)
+/// instead. `CAPACITY` past `max_writers`. O(1) and allocation-free whatever the outcome, so
+/// it is safe on a thread that must not stall: a host tries it first and falls back to
+/// `tidemark_tracker_register` elsewhere only on `WOULD_BLOCK`. Slots allocated up front
+/// (`expected_writers`) and slots freed by `tidemark_tracker_unregister` need no allocation;
+/// beyond them, when the table grows and by how much is the library's own business.
+///
+/// # Safety
+/// - `tracker` is NULL or a live tracker handle (not freed, and not freed during the call).
+/// - `out` is NULL or points to writable memory for one `tidemark_writer_id`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tidemark_tracker_register_if_allocated(
+    tracker: *const tidemark_tracker,
+    out: *mut tidemark_writer_id,
+) -> tidemark_status {
+    boundary!({
+        // SAFETY: C contract on both pointers.
+        let (t, out) = unsafe { (self::tracker(tracker)?, cast::out(out)?) };
+        let w = t
+            .register_if_allocated()
+            .map_err(tidemark_status::from)?
+            .ok_or(tidemark_status::WouldBlock)?;
         out.write(w.to_raw());
         Ok(())
     })

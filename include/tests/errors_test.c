@@ -17,6 +17,7 @@ static void test_null_arguments(void) {
   CHECK_STATUS(tidemark_tracker_new(&o, NULL), TIDEMARK_STATUS_NULL_ARGUMENT);
   CHECK(t == NULL);
   CHECK_STATUS(tidemark_tracker_register(NULL, &w), TIDEMARK_STATUS_NULL_ARGUMENT);
+  CHECK_STATUS(tidemark_tracker_register_if_allocated(NULL, &w), TIDEMARK_STATUS_NULL_ARGUMENT);
   CHECK_STATUS(tidemark_tracker_ack(NULL, &u), TIDEMARK_STATUS_NULL_ARGUMENT);
   CHECK_STATUS(tidemark_tracker_flushed(NULL, 1, zero, 0), TIDEMARK_STATUS_NULL_ARGUMENT);
   CHECK_STATUS(tidemark_tracker_sweep(NULL, 0, NULL), TIDEMARK_STATUS_NULL_ARGUMENT);
@@ -24,6 +25,7 @@ static void test_null_arguments(void) {
 
   CHECK_OK(tidemark_tracker_new(&o, &t));
   CHECK_STATUS(tidemark_tracker_register(t, NULL), TIDEMARK_STATUS_NULL_ARGUMENT);
+  CHECK_STATUS(tidemark_tracker_register_if_allocated(t, NULL), TIDEMARK_STATUS_NULL_ARGUMENT);
   CHECK_OK(tidemark_tracker_register(t, &w));
   CHECK_STATUS(tidemark_tracker_commit(t, zero, NULL, 1, 0), TIDEMARK_STATUS_NULL_ARGUMENT);
   CHECK_OK(tidemark_tracker_commit(t, zero, NULL, 0, 0)); /* a commit no writer received */
@@ -129,6 +131,9 @@ static void test_foreign_and_misaligned_handles(void) {
   uint64_t words[4] = {0, 0, 0, 0};
   const tidemark_tracker *odd = (const tidemark_tracker *)(const void *)((const char *)words + 1);
   CHECK_STATUS(tidemark_tracker_ack(odd, &ack), TIDEMARK_STATUS_INVALID_HANDLE);
+  tidemark_writer_id odd_w = 9;
+  CHECK_STATUS(tidemark_tracker_register_if_allocated(odd, &odd_w), TIDEMARK_STATUS_INVALID_HANDLE);
+  CHECK(odd_w == 9);
   /* Readable, aligned, but not a handle. */
   CHECK_STATUS(tidemark_tracker_ack((const tidemark_tracker *)(const void *)words, &ack),
                TIDEMARK_STATUS_INVALID_HANDLE);

@@ -1,5 +1,6 @@
 /* Tracker scenarios through the C ABI: ack advance, a killed writer evicted by a sweep, a wedged
- * writer challenged then evicted, batch flush reports, events, pinning, stats, version. */
+ * writer challenged then evicted, batch flush reports, events, pinning, stats, version,
+ * registration without allocation. */
 #include <string.h>
 
 #include "check.h"
@@ -277,6 +278,91 @@ static void test_budgeted_release(void) {
   tidemark_tracker_free(t);
 }
 
+static uint64_t registered_of(const tidemark_tracker *t) {
+  tidemark_tracker_counters s;
+  memset(&s, 0, sizeof s);
+  CHECK_OK(tidemark_tracker_stats(t, 0, &s));
+  return s.registered;
+}
+
+/* tidemark_tracker_register_if_allocated: the expected_writers slots are there without any
+ * allocation; once the table would have to grow it declines with WOULD_BLOCK and changes
+ * nothing; the allocating register then succeeds. Counts only. */
+static void test_register_if_allocated(void) {
+  enum { N = 64, BOUND = 4096 };
+  tidemark_tracker_options o;
+  tidemark_tracker *t = NULL;
+  CHECK_OK(tidemark_tracker_options_default(&o));
+  o.expected_writers = N;
+  o.max_writers = 2 * BOUND;
+  CHECK_OK(tidemark_tracker_new(&o, &t));
+  REQUIRE(t != NULL);
+
+  tidemark_writer_id w = 0, prev = 0;
+  int ok = 0;
+  for (int i = 0; i < N; i++) {
+    w = 0;
+    CHECK_OK(tidemark_tracker_register_if_allocated(t, &w));
+    if (i > 0)
+      CHECK(w != prev);
+    prev = w;
+    ok++;
+  }
+  CHECK(ok == N);
+  CHECK(registered_of(t) == N);
+
+  /* Past the slots allocated up front the library may still have room (its table grows in
+   * segments it sizes itself); within BOUND more registrations one must decline. */
+  tidemark_status s = TIDEMARK_STATUS_OK;
+  int more = 0;
+  while (more < BOUND) {
+    s = tidemark_tracker_register_if_allocated(t, &w);
+    if (s != TIDEMARK_STATUS_OK)
+      break;
+    more++;
+  }
+  CHECK_STATUS(s, TIDEMARK_STATUS_WOULD_BLOCK);
+  uint64_t before = registered_of(t);
+  CHECK(before == (uint64_t)(N + more));
+
+  /* Declined: nothing registered, *out untouched, and it keeps declining. */
+  w = 777;
+  CHECK_STATUS(tidemark_tracker_register_if_allocated(t, &w), TIDEMARK_STATUS_WOULD_BLOCK);
+  CHECK(w == 777);
+  CHECK_STATUS(tidemark_tracker_register_if_allocated(t, &w), TIDEMARK_STATUS_WOULD_BLOCK);
+  CHECK(registered_of(t) == before);
+
+  /* The allocating register grows the table; the new slots then need no allocation. */
+  tidemark_writer_id grown = 0, after = 0;
+  CHECK_OK(tidemark_tracker_register(t, &grown));
+  CHECK(registered_of(t) == before + 1);
+  CHECK_OK(tidemark_tracker_register_if_allocated(t, &after));
+  CHECK(after != grown);
+  CHECK(registered_of(t) == before + 2);
+
+  /* A slot freed by unregister is reused without allocating. */
+  tidemark_tracker_free(t);
+  t = NULL;
+  o.expected_writers = 1;
+  o.max_writers = 2;
+  CHECK_OK(tidemark_tracker_new(&o, &t));
+  tidemark_writer_id a = 0, b = 0;
+  CHECK_OK(tidemark_tracker_register_if_allocated(t, &a));
+  CHECK_OK(tidemark_tracker_unregister(t, a));
+  CHECK_OK(tidemark_tracker_register_if_allocated(t, &b));
+  CHECK(b != a); /* a new generation of the slot */
+  CHECK(registered_of(t) == 1);
+  /* max_writers is checked first: CAPACITY, as for register. */
+  tidemark_writer_id c = 0;
+  CHECK_OK(tidemark_tracker_register(t, &c));
+  c = 55;
+  CHECK_STATUS(tidemark_tracker_register_if_allocated(t, &c), TIDEMARK_STATUS_CAPACITY);
+  CHECK(c == 55);
+  CHECK_STATUS(tidemark_tracker_register(t, &c), TIDEMARK_STATUS_CAPACITY);
+  CHECK(registered_of(t) == 2);
+  tidemark_tracker_free(t);
+}
+
 int main(void) {
   test_version();
   test_ack_advance();
@@ -285,5 +371,6 @@ int main(void) {
   test_wedged_writer_challenged_then_evicted();
   test_flushed_many();
   test_budgeted_release();
+  test_register_if_allocated();
   return check_summary("tracker_test");
 }

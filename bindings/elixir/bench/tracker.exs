@@ -246,7 +246,7 @@ defmodule Tidemark.Bench.TrackerBench do
   end
 
   defp tracker_calls(acc, calls) do
-    {:ok, t} = Tracker.new(subscriber: self(), grace_ms: 60_000)
+    {:ok, t} = Tracker.new(subscriber: self(), stall_grace_ms: 60_000)
     holder = spawn(fn -> Process.sleep(:infinity) end)
 
     ids =

@@ -23,8 +23,11 @@
  * as dirty (sweep, stop, flush with a timeout, close) and those that reschedule themselves onto
  * a dirty CPU scheduler: commit / flushed_many / push_many past DIRTY_ITEMS items, batches past
  * DIRTY_BATCH_*, stop reports sent by poll_stop_send past DIRTY_ITEMS handed-back messages,
- * tracker_new with more than DIRTY_EXPECTED_WRITERS expected writers, and every
- * register beyond the writer slots the library allocated up front (register_needs_dirty).
+ * tracker_new with more than DIRTY_EXPECTED_WRITERS expected writers, and a register whose
+ * registration needs the library to allocate writer slots: register first calls
+ * `tidemark_tracker_register_if_allocated` (O(1), never allocates) on the normal scheduler and
+ * only on WOULD_BLOCK moves to a dirty CPU scheduler for the allocating
+ * `tidemark_tracker_register` (see register_impl).
  *
  * Bounded work: the library examines at most `call_budget` deliveries per call (pop, judge or
  * compact) and leaves the rest as a backlog that later calls continue. Every tracker NIF that
@@ -325,8 +328,7 @@ typedef struct {
 
 typedef struct {
     tidemark_tracker *t;
-    /* Guards `segs`, `closed`, `live`, `inflight` and every `writer_res.state` of this
-     * tracker. */
+    /* Guards `segs`, `closed` and every `writer_res.state` of this tracker. */
     ErlNifMutex *lock;
     table_entry *segs[TABLE_SEGS];
     bool closed;
@@ -343,18 +345,15 @@ typedef struct {
     _Atomic uint64_t sent_ack_plus1;
     /* Closed flag mirror readable without the lock (checked by every call). */
     atomic_bool closed_hint;
-    /* Registration bookkeeping (under `lock`): writers registered and not unregistered,
-     * registrations in progress, and the writer slots the library allocated up front
-     * (`expected_writers`, a fact of the C ABI). See `register_needs_dirty`. */
-    uint64_t live;
-    uint64_t inflight;
-    uint64_t preallocated;
-    /* Backlog bookkeeping of this binding (relaxed statistics, see `work_stats/1`): calls
-     * continued on a dirty scheduler, log work done there or by the background thread, and
-     * background-thread runs. `bg_running`: a background thread is draining this tracker. */
+    /* Scheduler bookkeeping of this binding (relaxed statistics, see `work_stats/1`): calls
+     * continued on a dirty scheduler, log work done there or by the background thread,
+     * background-thread runs, and registrations moved to a dirty scheduler because the library
+     * had to allocate (register_impl). `bg_running`: a background thread is draining this
+     * tracker. */
     _Atomic uint64_t dirty_continuations;
     _Atomic uint64_t dirty_work;
     _Atomic uint64_t background_runs;
+    _Atomic uint64_t dirty_registrations;
     atomic_bool bg_running;
 } tracker_res;
 
@@ -407,18 +406,6 @@ static buffer_res *get_buffer(ErlNifEnv *env, ERL_NIF_TERM t) {
     if (!enif_get_resource(env, t, BUFFER_RT, &p))
         return NULL;
     return p;
-}
-
-/* Could the next registration make the library allocate writer slots? The C ABI says only
- * that `expected_writers` slots are allocated up front; it says nothing about when or by how
- * much the table grows beyond them (that layout is private to the library). So a registration
- * runs on a normal scheduler while fewer than `expected_writers` writers are registered (or
- * being registered), and on a dirty CPU scheduler otherwise: a dirty hop per registration past
- * the preallocated slots, never a guess at the library's layout. Caller holds tr->lock.
- * (A C ABI call that registers without allocating, or says whether it would, would let every
- * registration that needs no allocation stay on the normal scheduler.) */
-static bool register_needs_dirty(const tracker_res *tr) {
-    return tr->live + tr->inflight >= tr->preallocated;
 }
 
 /* Writer table: index = slot index (low 32 bits of the id). Caller holds tr->lock. */
@@ -908,7 +895,7 @@ static void batch_dtor(ErlNifEnv *env, void *obj) {
     if (atomic_load_explicit(&(tr)->closed_hint, memory_order_relaxed))                        \
         return error_tuple(env, status_atoms[TIDEMARK_STATUS_CLOSED]);
 
-/* tracker_new(grace_ms | nil, initial_ack | nil, subscriber | nil, owner, max_writers | nil,
+/* tracker_new(stall_grace_ms | nil, initial_ack | nil, subscriber | nil, owner, max_writers | nil,
  *             expected_writers | nil, event_capacity | nil, :legacy | :unified) */
 static ERL_NIF_TERM tracker_new_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
@@ -949,8 +936,8 @@ static ERL_NIF_TERM tracker_new_impl(ErlNifEnv *env, int argc, const ERL_NIF_TER
     atomic_init(&tr->dirty_continuations, 0);
     atomic_init(&tr->dirty_work, 0);
     atomic_init(&tr->background_runs, 0);
+    atomic_init(&tr->dirty_registrations, 0);
     atomic_init(&tr->bg_running, false);
-    tr->preallocated = o.expected_writers;
     if (!tr->lock || !tr->pub_lock || !tr->menv) {
         enif_release_resource(tr);
         return error_tuple(env, a_enomem);
@@ -984,8 +971,12 @@ static ERL_NIF_TERM nif_tracker_close(ErlNifEnv *env, int argc, const ERL_NIF_TE
     return a_ok;
 }
 
-/* tracker_register(t, pid, class) -> {:ok, id}. Runs on a normal scheduler, or rescheduled
- * onto a dirty CPU one past the preallocated writer slots (see register_needs_dirty). */
+/* tracker_register(t, pid, class) -> {:ok, id}. On a normal scheduler it registers with
+ * `tidemark_tracker_register_if_allocated`, which never allocates; only when that declines
+ * (WOULD_BLOCK: the library's writer table would have to grow, nothing changed) does the call
+ * move to a dirty CPU scheduler, where it runs again and registers with the allocating
+ * `tidemark_tracker_register`. The library decides under its own lock whether a slot is free,
+ * so concurrent registrations need no bookkeeping here. */
 static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     TRACKER_ARG(tr);
     ErlNifPid pid;
@@ -994,23 +985,18 @@ static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
         return enif_make_badarg(env);
     CLOSED_CHECK(tr);
 
-    enif_mutex_lock(tr->lock);
-    if (register_needs_dirty(tr) && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
-        enif_mutex_unlock(tr->lock);
-        return enif_schedule_nif(env, "tracker_register_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
-                                 register_impl, argc, argv);
-    }
-    tr->inflight++;
-    enif_mutex_unlock(tr->lock);
-
     uint64_t id;
-    tidemark_status s = tidemark_tracker_register(tr->t, &id);
-
-    enif_mutex_lock(tr->lock);
-    tr->inflight--;
-    if (s == TIDEMARK_STATUS_OK)
-        tr->live++;
-    enif_mutex_unlock(tr->lock);
+    tidemark_status s;
+    if (enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
+        s = tidemark_tracker_register_if_allocated(tr->t, &id);
+        if (s == TIDEMARK_STATUS_WOULD_BLOCK) {
+            atomic_fetch_add_explicit(&tr->dirty_registrations, 1, memory_order_relaxed);
+            return enif_schedule_nif(env, "tracker_register_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                     register_impl, argc, argv);
+        }
+    } else {
+        s = tidemark_tracker_register(tr->t, &id);
+    }
     if (s != TIDEMARK_STATUS_OK)
         return ok_or_error(env, s);
 
@@ -1028,11 +1014,7 @@ static ERL_NIF_TERM register_impl(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
         bool closed = tr->closed;
         enif_mutex_unlock(tr->lock);
         enif_release_resource(w);
-        if (tidemark_tracker_unregister(tr->t, id) == TIDEMARK_STATUS_OK) {
-            enif_mutex_lock(tr->lock);
-            tr->live--;
-            enif_mutex_unlock(tr->lock);
-        }
+        (void)tidemark_tracker_unregister(tr->t, id);
         return error_tuple(env, closed ? status_atoms[TIDEMARK_STATUS_CLOSED] : a_enomem);
     }
     /* The table owns the allocation reference. Insert before monitoring: the down callback
@@ -1084,7 +1066,6 @@ static ERL_NIF_TERM nif_tracker_unregister(ErlNifEnv *env, int argc, const ERL_N
     tidemark_status s = tidemark_tracker_unregister(tr->t, id);
     if (s == TIDEMARK_STATUS_OK) {
         enif_mutex_lock(tr->lock);
-        tr->live--;
         table_entry *e = table_slot(tr, id, false);
         if (e && e->orphan && e->orphan_id == id)
             e->orphan = false;
@@ -1419,7 +1400,7 @@ static ERL_NIF_TERM nif_tracker_work_stats(ErlNifEnv *env, int argc, const ERL_N
     static const char *const keys[] = {
         "budget",   "deliveries_popped",   "entries_scanned", "max_call_work",
         "backlogs", "backlog",             "log_len",         "dirty_continuations",
-        "dirty_work", "background_runs",
+        "dirty_work", "background_runs", "dirty_registrations",
     };
     ERL_NIF_TERM vals[] = {
         enif_make_uint64(env, w.budget),
@@ -1432,6 +1413,7 @@ static ERL_NIF_TERM nif_tracker_work_stats(ErlNifEnv *env, int argc, const ERL_N
         enif_make_uint64(env, atomic_load_explicit(&tr->dirty_continuations, memory_order_relaxed)),
         enif_make_uint64(env, atomic_load_explicit(&tr->dirty_work, memory_order_relaxed)),
         enif_make_uint64(env, atomic_load_explicit(&tr->background_runs, memory_order_relaxed)),
+        enif_make_uint64(env, atomic_load_explicit(&tr->dirty_registrations, memory_order_relaxed)),
     };
     return ok_tuple(env, make_map(env, keys, vals, sizeof vals / sizeof vals[0]));
 }

@@ -48,7 +48,7 @@ defmodule Tidemark.SchedulerSafetyTest do
   @tag timeout: 600_000
   test "tracker: 100 000 calls of each kind within the call budget, results checked" do
     budget = 16
-    {:ok, t} = Tracker.new(subscriber: self(), grace_ms: 60_000)
+    {:ok, t} = Tracker.new(subscriber: self(), stall_grace_ms: 60_000)
     :ok = Tracker.set_call_budget(t, budget)
     holder = spawn(fn -> Process.sleep(:infinity) end)
     ids = :atomics.new(@calls, signed: false)
@@ -300,6 +300,44 @@ defmodule Tidemark.SchedulerSafetyTest do
     {:ok, report} = BatchBuffer.stop(b, 0)
     assert report.accepted == @calls * 9
     assert report.accepted == report.delivered + report.failed + report.handed_back_count
+  end
+
+  test "register_writer/3 moves to a dirty scheduler only when the library must allocate" do
+    # Counted with :dirty_registrations (registrations the library declined to serve without
+    # allocating), never with a clock.
+    n = 64
+    {:ok, t} = Tracker.new(expected_writers: n)
+    holder = spawn(fn -> Process.sleep(:infinity) end)
+
+    # The slots allocated up front: all on the normal scheduler.
+    first = for _ <- 1..n, do: elem(Tracker.register_writer(t, holder), 1)
+    {:ok, w} = Tracker.work_stats(t)
+    assert w.dirty_registrations == 0
+
+    # Past them the library grows its table a segment of many slots at a time (see
+    # tidemark_tracker_register): the registration that needs a new segment goes dirty, the
+    # ones that find its slots ready stay on the normal scheduler.
+    more = for _ <- 1..1000, do: elem(Tracker.register_writer(t, holder), 1)
+    {:ok, w} = Tracker.work_stats(t)
+    assert w.dirty_registrations >= 1
+    assert w.dirty_registrations < 100, "#{w.dirty_registrations} of 1000 went dirty"
+    ids = first ++ more
+    assert length(Enum.uniq(ids)) == n + 1000
+    {:ok, s} = Tracker.stats(t)
+    assert s.registered == n + 1000
+
+    # A writer registered on the dirty path works like any other.
+    last = List.last(more)
+    :ok = Tracker.commit(t, {10, 0}, [last])
+    :ok = Tracker.flushed(t, last, {10, 0})
+    assert {:ok, 10} = Tracker.ack(t)
+
+    # Slots freed by unregister are reused without allocating.
+    dirty = w.dirty_registrations
+    for id <- Enum.take(ids, 10), do: :ok = Tracker.unregister(t, id)
+    for _ <- 1..10, do: {:ok, _} = Tracker.register_writer(t, holder)
+    {:ok, w} = Tracker.work_stats(t)
+    assert w.dirty_registrations == dirty
   end
 
   defp flush_mailbox do

@@ -182,12 +182,37 @@ defmodule Tidemark.TrackerTest do
       assert_receive {:tidemark_ack, ^t, 7}
     end
 
+    test "option :stall_grace_ms and its alias :grace_ms set the grace period" do
+      for key <- [:stall_grace_ms, :grace_ms] do
+        # 1 ms: a writer that owes a commit is challenged by a sweep once 1 ms passed.
+        {:ok, short} = Tracker.new([{key, 1}])
+        {:ok, w} = Tracker.register_writer(short, idle_process())
+        :ok = Tracker.commit(short, {1, 0}, [w])
+
+        eventually(
+          fn -> match?({:ok, %{challenged: 1}}, Tracker.sweep(short)) end,
+          2_000,
+          "a challenge with #{key}: 1"
+        )
+
+        # 2^62 ms: never reached, nothing is challenged.
+        {:ok, long} = Tracker.new([{key, Integer.pow(2, 62)}])
+        {:ok, w} = Tracker.register_writer(long, idle_process())
+        :ok = Tracker.commit(long, {1, 0}, [w])
+        Process.sleep(5)
+        assert {:ok, %{challenged: 0, evicted: 0}} = Tracker.sweep(long)
+        assert_raise ArgumentError, fn -> Tracker.new([{key, -1}]) end
+      end
+
+      assert_raise ArgumentError, fn -> Tracker.new(stall_grace_ms: 1, grace_ms: 1) end
+    end
+
     test "the events option is validated" do
       assert_raise ArgumentError, fn -> Tracker.new(events: :other) end
       assert_raise ArgumentError, fn -> Tracker.new(events: nil) end
     end
 
-    test "registrations past expected_writers (dirty scheduler) and below it both work" do
+    test "registrations that make the library allocate (dirty scheduler) and the rest work" do
       {:ok, t} = Tracker.new(expected_writers: 16)
       ids = for _ <- 1..200, do: elem(Tracker.register_writer(t, self()), 1)
       assert length(Enum.uniq(ids)) == 200

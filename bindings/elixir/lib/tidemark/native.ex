@@ -8,9 +8,10 @@ defmodule Tidemark.Native do
   # (dirty IO: they wait for the sink), and, rescheduling themselves onto a dirty CPU
   # scheduler: commit / flushed_many / push_many calls with more than 1000 items, batches above
   # 4096 messages or 512 KiB, stop reports sent by buffer_poll_stop_send with more than 1000
-  # handed-back messages, tracker_new with more than 8192 expected writers, and every
-  # tracker_register past the writer slots allocated up front (`expected_writers`: the only
-  # fact the C ABI gives about when the library's writer table allocates).
+  # handed-back messages, tracker_new with more than 8192 expected writers, and a
+  # tracker_register that needs the library to allocate writer slots (it tries
+  # tidemark_tracker_register_if_allocated first, on the normal scheduler, and moves to a dirty
+  # CPU scheduler for the allocating register only when that returns WOULD_BLOCK).
   #
   # Bounded work: the library examines at most `call_budget` deliveries per call and leaves a
   # backlog beyond that. Every tracker function that can run the log (commit, flushed,
@@ -65,7 +66,7 @@ defmodule Tidemark.Native do
           :legacy | :unified
         ) :: result(tracker())
   def tracker_new(
-        _grace_ms,
+        _stall_grace_ms,
         _initial_ack,
         _subscriber,
         _owner,
@@ -79,10 +80,10 @@ defmodule Tidemark.Native do
   # The arity of the first release (legacy event shapes).
   @spec tracker_new(opt_int(), opt_int(), pid() | nil, pid(), opt_int(), opt_int(), opt_int()) ::
           result(tracker())
-  def tracker_new(grace_ms, initial_ack, subscriber, owner, max_writers, expected, events),
+  def tracker_new(stall_grace_ms, initial_ack, subscriber, owner, max_writers, expected, events),
     do:
       tracker_new(
-        grace_ms,
+        stall_grace_ms,
         initial_ack,
         subscriber,
         owner,

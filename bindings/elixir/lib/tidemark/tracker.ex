@@ -66,6 +66,15 @@ defmodule Tidemark.Tracker do
 
   All functions take the tracker's monotonic clock (`tidemark_monotonic_ms`) as `now`.
   Malformed arguments raise `ArgumentError`.
+
+  ## Names
+
+  Options, statuses, writer states, event kinds, evict reasons and down classes use the names of
+  the C ABI, snake_case (`:stall_grace_ms`, `{:error, :evicted_writer}`, `:pending`,
+  `:challenged`, `:stalled`, `:teardown`; the table is in docs/ABI.md, "Vocabulary"). Names of
+  the first release stay accepted or available as aliases: the option `:grace_ms`
+  (= `:stall_grace_ms`), and the legacy event shapes with `:challenge` (the default
+  `events: :legacy`; `events: :unified` uses `:challenged` everywhere).
   """
 
   alias Tidemark.Native
@@ -95,6 +104,7 @@ defmodule Tidemark.Tracker do
   @type writer_status :: :idle | :pending | :orphaned | {:evicted, evict_reason()}
 
   @new_opts [
+    :stall_grace_ms,
     :grace_ms,
     :initial_ack,
     :subscriber,
@@ -110,7 +120,9 @@ defmodule Tidemark.Tracker do
 
   Options:
 
-    * `:grace_ms` — progress timeout before a pending writer is challenged (default 60 000);
+    * `:stall_grace_ms` — progress timeout before a pending writer is challenged (default
+      60 000; `tidemark_tracker_options.stall_grace_ms`). `:grace_ms`, its first name, is
+      still accepted as an alias; give one of the two;
     * `:initial_ack` — the ack before the first commit (e.g. the slot's confirmed position),
       a floor the ack never goes below;
     * `:subscriber` — a pid that receives ack and event messages (default: none, poll instead);
@@ -120,9 +132,11 @@ defmodule Tidemark.Tracker do
       `{:tidemark_removed, t, w}` and `{:challenge, w}`) or `:unified`
       (`{:tidemark_event, t, event}`, `t:event/0`); see "Messages";
     * `:max_writers`, `:expected_writers`, `:event_capacity` — see `tidemark_tracker_options`.
-      `register_writer/3` runs on a normal scheduler while fewer than `:expected_writers`
-      writers are registered (their slots are allocated up front) and on a dirty CPU scheduler
-      past that (the registration may allocate: the C ABI does not say when).
+      `register_writer/3` runs on a normal scheduler whenever the library has a writer slot
+      ready (the `:expected_writers` slots allocated up front, slots freed by `unregister/2`,
+      and the rest of a table segment the library already grew), and moves to a dirty CPU
+      scheduler only for a registration that makes the library allocate (counted as
+      `:dirty_registrations` in `work_stats/1`).
   """
   @spec new(keyword()) :: {:ok, t()} | {:error, Tidemark.reason()}
   def new(opts \\ []) do
@@ -138,7 +152,7 @@ defmodule Tidemark.Tracker do
       end
 
     Native.tracker_new(
-      opts[:grace_ms],
+      stall_grace_ms(opts),
       opts[:initial_ack],
       opts[:subscriber],
       Keyword.get(opts, :owner, self()),
@@ -159,7 +173,7 @@ defmodule Tidemark.Tracker do
     * `:cleanup` — unpins at once, reported as removed.
 
   A pid that is already dead is reported at once. Returns the writer id. Runs on a dirty CPU
-  scheduler once `:expected_writers` writers are registered (see `new/1`).
+  scheduler only when the library has to allocate writer slots for it (see `new/1`).
   """
   @spec register_writer(t(), pid(), keyword()) :: {:ok, writer()} | {:error, Tidemark.reason()}
   def register_writer(tracker, pid, opts \\ []) when is_pid(pid) do
@@ -278,7 +292,9 @@ defmodule Tidemark.Tracker do
     * `:dirty_work` — deliveries popped or scanned during those continuations and by the
       background thread (the rest of the work ran on the schedulers the calls were made on);
     * `:background_runs` — backlogs left by a monitor's down callback and run by the binding's
-      background thread.
+      background thread;
+    * `:dirty_registrations` — `register_writer/3` calls that the library could not serve
+      without allocating writer slots, and that therefore registered on a dirty CPU scheduler.
   """
   @spec work_stats(t()) :: {:ok, map()} | {:error, Tidemark.reason()}
   def work_stats(tracker), do: Native.tracker_work_stats(tracker)
@@ -307,6 +323,16 @@ defmodule Tidemark.Tracker do
   @doc "Drops every writer monitor; later calls return `{:error, :closed}`."
   @spec close(t()) :: :ok
   def close(tracker), do: Native.tracker_close(tracker)
+
+  # `:stall_grace_ms`, or its alias `:grace_ms` (nil: the library default).
+  defp stall_grace_ms(opts) do
+    case {Keyword.fetch(opts, :stall_grace_ms), Keyword.fetch(opts, :grace_ms)} do
+      {:error, :error} -> nil
+      {{:ok, ms}, :error} -> ms
+      {:error, {:ok, ms}} -> ms
+      _ -> raise ArgumentError, "give :stall_grace_ms or its alias :grace_ms, not both"
+    end
+  end
 
   defp validate!(opts, allowed) when is_list(opts) do
     case Keyword.keys(opts) -- allowed do
