@@ -15,8 +15,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tidemark::{Offset, Tracker, TrackerOptions, WriterId};
-use tidemark_benches::reference::ReferenceTracker;
 use tidemark_benches::workload::WRITERS_PER_COMMIT;
+use tidemark_testkit::model::ElectricTracker;
 
 /// Bytes currently allocated through the global allocator.
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
@@ -160,7 +160,7 @@ fn main() {
 
     let keys: Vec<u64> = (0..p as u64).collect();
     let before = allocated();
-    let mut r = ReferenceTracker::new();
+    let mut r = ElectricTracker::<u64>::new();
     let mut tx = 0;
     for round in 1..=4 {
         for chunk in keys.chunks(WRITERS_PER_COMMIT) {

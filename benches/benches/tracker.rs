@@ -1,5 +1,5 @@
 //! Tracker benchmarks (criterion group `tracker`): tidemark against the reference algorithm
-//! (Electric's FlushTracker in Rust, `tidemark_benches::reference`).
+//! (Electric's FlushTracker in Rust, `tidemark_testkit::model::ElectricTracker`).
 //!
 //! - `tracker/workload/{tidemark,reference}/N`: the docs/CONTRACT.md §8 workload at N = 10⁴, 3·10⁵
 //!   and 10⁶ registered writers, single-threaded. Writers are registered and the tracker is in

@@ -1,10 +1,10 @@
-//! One interface over tidemark's [`Tracker`] and the [`ReferenceTracker`], and the driver loop
+//! One interface over tidemark's [`Tracker`] and the [`ElectricTracker`], and the driver loop
 //! that feeds either the [`Workload`].
 
 use tidemark::{Offset, Tracker, TrackerOptions, WriterId};
 
-use crate::reference::ReferenceTracker;
 use crate::workload::{Event, LAG, OutOfOrder, Workload, Writers};
+use tidemark_testkit::model::ElectricTracker;
 
 /// The caller time (ms) of commit `i`: 128 commits per ms, about 1.3·10⁵ commits/s, inside the
 /// 10⁵–10⁶ commits/s docs/CONTRACT.md §3 designs for. Nothing gets near the 60 s grace period.
@@ -100,18 +100,18 @@ impl Sink for TidemarkSink {
     }
 }
 
-/// The [`ReferenceTracker`], keyed by the workload index.
+/// The [`ElectricTracker`], keyed by the workload index.
 #[derive(Debug, Default)]
 pub struct ReferenceSink {
     /// The tracker.
-    pub tracker: ReferenceTracker,
+    pub tracker: ElectricTracker,
 }
 
 impl ReferenceSink {
     /// An empty reference tracker (it has no registration: writers appear when sent a commit).
     pub fn new() -> Self {
         ReferenceSink {
-            tracker: ReferenceTracker::new(),
+            tracker: ElectricTracker::new(),
         }
     }
 }

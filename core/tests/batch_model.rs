@@ -1,14 +1,12 @@
 //! Cross-check: the real buffer, driven single-threaded through its non-blocking calls, makes
-//! exactly the decisions of the sequential reference model (`batch::ReferenceBatcher`).
+//! exactly the decisions of the sequential reference model (`tidemark_testkit::batch::ReferenceBatcher`).
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use tidemark::Offset;
-use tidemark::batch::{
-    Batch, BatchBuffer, BatchConfig, Clock, ManualClock, Poll, RefPoll, RefReport,
-    ReferenceBatcher, StopReport,
-};
+use tidemark::batch::{Batch, BatchBuffer, BatchConfig, Clock, ManualClock, Poll, StopReport};
+use tidemark_testkit::batch::{RefPoll, RefReport, ReferenceBatcher};
 
 #[derive(Clone, Debug)]
 enum Op {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use tidemark::model::ExactModel;
 use tidemark::{Offset, Tracker, TrackerOptions, WriterId};
+use tidemark_testkit::model::ExactModel;
 
 /// Writers registered: past the third segment boundary (64 + 64 + 128).
 const WRITERS: usize = if cfg!(miri) { 260 } else { 2_000 };

@@ -9,8 +9,8 @@
 //! gone it must equal it again, and no call may examine more than the budget.
 
 use proptest::prelude::*;
-use tidemark::model::{ExactModel, ReferenceModel};
 use tidemark::{DownClass, Event, Offset, Tracker, TrackerOptions, WriterId};
+use tidemark_testkit::model::{ElectricTracker, ExactModel};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -82,7 +82,7 @@ fn sorted(mut v: Vec<Event>) -> Vec<Event> {
 struct Harness {
     t: Tracker,
     m: ExactModel,
-    r: ReferenceModel<WriterId>,
+    r: ElectricTracker<WriterId>,
     compare_reference: bool,
     ids: Vec<WriterId>,
     commits: Vec<Offset>,
@@ -107,7 +107,7 @@ impl Harness {
         Harness {
             t,
             m: ExactModel::new(initial_ack, grace),
-            r: ReferenceModel::new(),
+            r: ElectricTracker::new(),
             compare_reference: initial_ack.is_none(),
             ids: Vec::new(),
             commits: Vec::new(),

@@ -1,5 +1,5 @@
 //! Fuzz target `batch_ops`: batch buffer operation sequences, checked against the sequential
-//! reference model `tidemark::batch::ReferenceBatcher` (as `core/tests/batch_model.rs` does with
+//! reference model `tidemark_testkit::batch::ReferenceBatcher` (as `core/tests/batch_model.rs` does with
 //! proptest, here coverage-guided): the real buffer runs on a manual clock, single-threaded
 //! through its non-blocking calls, and must make exactly the model's decisions — every push's
 //! outcome, every batch (number, message ids in order, trigger), every wait hint, every ack /
@@ -13,9 +13,9 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tidemark::Offset;
+use tidemark_testkit::batch::{RefPoll, RefReport, ReferenceBatcher};
 use tidemark::batch::{
-    Batch, BatchBuffer, BatchConfig, Clock, ManualClock, Message, Poll, PushRefusal, RefPoll,
-    RefReport, ReferenceBatcher, StopReport,
+    Batch, BatchBuffer, BatchConfig, Clock, ManualClock, Message, Poll, PushRefusal, StopReport,
 };
 
 #[derive(Arbitrary, Debug)]

@@ -9,7 +9,7 @@
 //!   crash or leak is reported by libFuzzer / AddressSanitizer / LeakSanitizer);
 //! - the status is the one the contract names for that input (NULL → `NULL_ARGUMENT`, foreign
 //!   handle → `INVALID_HANDLE`, misaligned array → `INVALID_ARGUMENT`, ...);
-//! - a mirrored `tidemark::model::ExactModel` gets the same operations: same results and
+//! - a mirrored `tidemark_testkit::model::ExactModel` gets the same operations: same results and
 //!   errors, the ack equal to the model's when no backlog is left (never above it, never
 //!   backwards, while one is), same events;
 //! - the batch buffer accounts for every accepted message (`accepted == delivered + failed +
@@ -25,7 +25,7 @@ use std::ptr;
 use arbitrary::Arbitrary;
 use ffi::*;
 use libfuzzer_sys::fuzz_target;
-use tidemark::model::ExactModel;
+use tidemark_testkit::model::ExactModel;
 use tidemark::{DownClass, Event, EvictReason, Offset, TrackerError, WriterId};
 
 type S = tidemark_status;

@@ -7,7 +7,7 @@
 //! 2. **Structured trace**: the same bytes, read with `arbitrary`, become a trace of well-formed
 //!    commands (commits, flush reports of every kind, removes, downs, touches, pauses, sweeps,
 //!    `stalled` queries, config changes, and a few malformed lines). It is rendered as JSON
-//!    lines, replayed, and checked line by line against `tidemark::model::ExactModel` driven
+//!    lines, replayed, and checked line by line against `tidemark_testkit::model::ExactModel` driven
 //!    with the same operations under the same naming rules: the ack after every line, the
 //!    error code, the events (as a set of `(type, writer, reason)`) and the `stalled` answer.
 #![no_main]
@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tidemark::model::ExactModel;
+use tidemark_testkit::model::ExactModel;
 use tidemark::{DownClass, Event, Offset, WriterId};
 
 // What `cli/src/replay.rs` expects at its crate root (`crate::USAGE`, `crate::EXIT_USAGE`,

@@ -1,4 +1,4 @@
-//! A small sequential reference model of [`BatchBuffer`](super::BatchBuffer)'s decisions
+//! A small sequential reference model of [`BatchBuffer`](tidemark::batch::BatchBuffer)'s decisions
 //! (docs/CONTRIBUTING.md habit 10): property tests drive it and the real buffer with the same
 //! single-threaded operations and compare every answer. It tracks message ids and sizes, not
 //! payloads, and recomputes everything from plain vectors on every call: slow, and obviously so.
@@ -13,7 +13,11 @@
 //! - Capacity counts accepted messages that are not delivered, failed or handed back.
 use std::time::Duration;
 
-use super::types::{BatchConfig, PushRefusal, Trigger, nanos};
+use tidemark::batch::{BatchConfig, FlushError, PushRefusal, Trigger};
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
 
 #[derive(Clone, Debug)]
 struct Item {
@@ -273,15 +277,15 @@ impl ReferenceBatcher {
 
     /// A flush at `now` with a deadline of `now`: marks everything due, then answers at once
     /// (`Ok` only when nothing accepted is unresolved).
-    pub fn flush(&mut self, now: Duration) -> Result<(), super::FlushError> {
+    pub fn flush(&mut self, now: Duration) -> Result<(), FlushError> {
         if self.report.is_some() {
-            return Err(super::FlushError::Closed);
+            return Err(FlushError::Closed);
         }
         self.flush_mark(now);
         if self.ready.is_empty() && self.in_flight.is_empty() {
             Ok(())
         } else {
-            Err(super::FlushError::Timeout)
+            Err(FlushError::Timeout)
         }
     }
 

@@ -1,17 +1,18 @@
-//! Small sequential models beside the fast code (docs/CONTRIBUTING.md habit 10), for property
-//! tests, checkers and benchmarks.
+//! The tracker's oracles.
 //!
 //! - [`ExactModel`]: the contract of docs/CONTRACT.md §3–§4 written the obvious way: every commit
 //!   keeps the set of writers that still owe it; the exact ack is the earliest commit with a
 //!   non-empty set, minus one. It also implements liveness and sweeps by scanning every writer, and
-//!   issues writer ids exactly like [`Tracker`](crate::Tracker), so results and errors compare 1:1.
-//! - [`ReferenceModel`]: Electric's FlushTracker algorithm (the "never below" baseline).
+//!   issues writer ids exactly like [`Tracker`](tidemark::Tracker), so results and errors compare
+//!   1:1.
+//! - [`ElectricTracker`]: Electric's FlushTracker algorithm (the "never below" baseline and the
+//!   benchmarks' reference tracker).
 //!
 //! Both are slow on purpose (O(commits) per call for the exact model) and single-threaded.
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::{DownClass, Event, EvictReason, Offset, TrackerError, WriterId};
+use tidemark::{DownClass, Event, EvictReason, Offset, TrackerError, WriterId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MStatus {
@@ -110,7 +111,7 @@ impl ExactModel {
         w.challenged = false;
         w.orphaned = false;
         w.progress_at = 0;
-        WriterId::new(index, w.generation)
+        WriterId::from_parts(index, w.generation)
     }
 
     fn lookup(&self, id: WriterId) -> Result<usize, TrackerError> {
@@ -282,7 +283,7 @@ impl ExactModel {
                     && !w.paused
                     && now.saturating_sub(w.progress_at) > self.grace_ms
             })
-            .map(|(i, w)| WriterId::new(i as u32, w.generation))
+            .map(|(i, w)| WriterId::from_parts(i as u32, w.generation))
             .collect();
         out.sort();
         out
@@ -365,99 +366,182 @@ impl ExactModel {
     }
 }
 
-/// Electric's FlushTracker algorithm, as docs/CONTRACT.md §3 describes it, in Rust (BTreeSet +
-/// HashMap), keyed by any writer handle. One documented deviation: a report *beyond*
-/// `last_sent` completes the writer (the original only completes on equality and would then
-/// ack offsets that were never committed, which no safe tracker can match).
-#[derive(Clone, Debug, Default)]
-pub struct ReferenceModel<W: std::hash::Hash + Eq + Ord + Copy> {
-    last_seen: Option<Offset>,
-    /// `(tx, op)` with `tx` allowed to be −1.
-    global: (i128, u64),
-    map: HashMap<W, (Offset, (i128, u64))>,
-    by_flushed: BTreeSet<((i128, u64), W)>,
-    notified: Option<u64>,
-    started: bool,
+/// An offset whose `tx` may be −1: Electric's `global` starts at `(−1, 0)`, and a new writer at
+/// tx 0 enters with `flushed = (−1, 0)`. Ordered by `tx`, then `op`.
+type RefOffset = (i64, u64);
+
+fn widen(o: Offset) -> RefOffset {
+    (o.tx as i64, o.op)
 }
 
-impl<W: std::hash::Hash + Eq + Ord + Copy> ReferenceModel<W> {
-    /// An empty reference tracker.
+/// One pending writer's entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RefEntry {
+    last_sent: RefOffset,
+    flushed: RefOffset,
+}
+
+/// Electric's FlushTracker algorithm (docs/CONTRACT.md §3 "Reference algorithm"), keyed by any
+/// writer handle `W`.
+///
+/// State: `last_seen` (the last commit's offset), `global` (starts at `(−1, 0)`), a map
+/// writer → `(last_sent, flushed)` of pending writers (a `HashMap` with std's default hasher)
+/// and an ordered index of the pending writers by `flushed` (a `BTreeSet` of
+/// `(flushed, writer)`).
+///
+/// - **Commit** at `(T, op)`: a writer not in the map enters with `flushed = (T − 1, 0)`; one
+///   already in it gets `last_sent = (T, op)`. Then `last_seen = (T, op)`, and if the map is
+///   (still) empty, recompute.
+/// - **Flush report**: ignored if the writer is not in the map; if the report is at or beyond
+///   `last_sent` the writer leaves the map, otherwise `flushed = report` (no max: a lower report
+///   moves it back, as in the original). Then recompute.
+/// - **Remove** (also used for evictions): the writer leaves the map; recompute.
+/// - **Recompute**: map empty → `global = last_seen`, notify `last_seen.tx`; otherwise
+///   `global = max(global, min flushed)` and, if that changed `global`, notify `global.tx − 1`.
+///   Notified values below 0 mean "nothing yet".
+///
+/// One documented deviation: Electric completes a writer only when the report *equals*
+/// `last_sent`; here a report beyond `last_sent` completes it too (the original would otherwise
+/// ack offsets that were never committed, which no safe tracker can match).
+///
+/// Like the original it notifies duplicates, can notify −1 at start-up, lags by one commit while
+/// a new writer (at its artificial `(T − 1, 0)`) is the minimum, and can notify a lower value
+/// after replays. [`last_notified`](Self::last_notified) is that raw output;
+/// [`ack`](Self::ack) is the highest non-negative value notified, what a host that never moves
+/// its acknowledgement backwards would send upstream.
+#[derive(Clone, Debug)]
+pub struct ElectricTracker<W: std::hash::Hash + Eq + Ord + Copy = u64> {
+    last_seen: Option<RefOffset>,
+    global: RefOffset,
+    map: HashMap<W, RefEntry>,
+    by_flushed: BTreeSet<(RefOffset, W)>,
+    notified: Option<i64>,
+    highest: Option<u64>,
+    notifications: u64,
+}
+
+/// The name [`ElectricTracker`] had as `tidemark::model::ReferenceModel`.
+pub type ReferenceModel<W> = ElectricTracker<W>;
+
+impl<W: std::hash::Hash + Eq + Ord + Copy> Default for ElectricTracker<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W: std::hash::Hash + Eq + Ord + Copy> ElectricTracker<W> {
+    /// An empty tracker: `global = (−1, 0)`, nothing seen, nothing notified.
     pub fn new() -> Self {
-        ReferenceModel {
+        ElectricTracker {
             last_seen: None,
             global: (-1, 0),
             map: HashMap::new(),
             by_flushed: BTreeSet::new(),
             notified: None,
-            started: false,
+            highest: None,
+            notifications: 0,
         }
     }
 
-    /// The last value notified that is not negative.
-    pub fn ack(&self) -> Option<u64> {
-        self.notified
-    }
-
-    /// A commit at `offset` delivered to `writers`.
+    /// A commit whose last offset is `offset`, delivered to `writers`.
     pub fn commit(&mut self, offset: Offset, writers: &[W]) {
-        self.started = true;
+        let at = widen(offset);
+        let entered = (at.0 - 1, 0);
         for &w in writers {
             match self.map.get_mut(&w) {
-                Some(entry) => entry.0 = offset,
+                Some(e) => e.last_sent = at,
                 None => {
-                    let flushed = (offset.tx as i128 - 1, 0);
-                    self.map.insert(w, (offset, flushed));
-                    self.by_flushed.insert((flushed, w));
+                    self.map.insert(
+                        w,
+                        RefEntry {
+                            last_sent: at,
+                            flushed: entered,
+                        },
+                    );
+                    self.by_flushed.insert((entered, w));
                 }
             }
         }
-        self.last_seen = Some(offset);
+        self.last_seen = Some(at);
         if self.map.is_empty() {
             self.recompute();
         }
     }
 
-    /// A flush report.
-    pub fn flushed(&mut self, w: W, offset: Offset) {
-        let Some(&(last_sent, old)) = self.map.get(&w) else {
+    /// `writer` reports everything up to `offset` flushed.
+    pub fn flushed(&mut self, writer: W, offset: Offset) {
+        let report = widen(offset);
+        let Some(e) = self.map.get_mut(&writer) else {
             return;
         };
-        self.by_flushed.remove(&(old, w));
-        if offset >= last_sent {
-            self.map.remove(&w);
+        let old = e.flushed;
+        if report >= e.last_sent {
+            self.map.remove(&writer);
+            self.by_flushed.remove(&(old, writer));
         } else {
-            let new = (offset.tx as i128, offset.op);
-            self.map.insert(w, (last_sent, new));
-            self.by_flushed.insert((new, w));
+            e.flushed = report;
+            self.by_flushed.remove(&(old, writer));
+            self.by_flushed.insert((report, writer));
         }
         self.recompute();
     }
 
-    /// A removal (also used for evictions).
-    pub fn remove(&mut self, w: W) {
-        if let Some((_, old)) = self.map.remove(&w) {
-            self.by_flushed.remove(&(old, w));
+    /// `writer` is gone: it leaves the map.
+    pub fn remove(&mut self, writer: W) {
+        if let Some(e) = self.map.remove(&writer) {
+            self.by_flushed.remove(&(e.flushed, writer));
         }
         self.recompute();
     }
 
     fn recompute(&mut self) {
-        let value = match self.by_flushed.first() {
+        match self.by_flushed.first() {
             None => {
-                let Some(seen) = self.last_seen else { return };
-                self.global = (seen.tx as i128, seen.op);
-                seen.tx as i128
+                if let Some(seen) = self.last_seen {
+                    self.global = seen;
+                    self.notify(seen.0);
+                }
             }
             Some(&(min, _)) => {
-                if min <= self.global {
-                    return;
+                let next = self.global.max(min);
+                if next != self.global {
+                    self.global = next;
+                    self.notify(next.0 - 1);
                 }
-                self.global = min;
-                min.0 - 1
             }
-        };
-        if value >= 0 && Some(value as u64) > self.notified {
-            self.notified = Some(value as u64);
         }
+    }
+
+    fn notify(&mut self, tx: i64) {
+        self.notified = Some(tx);
+        self.notifications += 1;
+        if let Ok(v) = u64::try_from(tx) {
+            self.highest = self.highest.max(Some(v));
+        }
+    }
+
+    /// The highest value notified that is not negative ("nothing yet" before one).
+    pub fn ack(&self) -> Option<u64> {
+        self.highest
+    }
+
+    /// The last value notified, as is (may be −1, a duplicate, or lower than an earlier one).
+    pub fn last_notified(&self) -> Option<i64> {
+        self.notified
+    }
+
+    /// How many notifications were sent (duplicates and negative values included).
+    pub fn notifications(&self) -> u64 {
+        self.notifications
+    }
+
+    /// Writers in the map.
+    pub fn pending(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The last commit's offset.
+    pub fn last_seen(&self) -> Option<Offset> {
+        self.last_seen.map(|(tx, op)| Offset::new(tx as u64, op))
     }
 }

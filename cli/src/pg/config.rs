@@ -13,7 +13,7 @@ pub(crate) const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:54329/post
 pub(crate) enum TrackerKind {
     /// `tidemark::Tracker`: exact ack, staleness sweeps, evictions.
     Tidemark,
-    /// Electric's algorithm (`tidemark::model::ReferenceModel`): per-writer minimum, no sweeps.
+    /// Electric's algorithm (`tidemark_testkit::model::ElectricTracker`): per-writer minimum, no sweeps.
     Electric,
 }
 

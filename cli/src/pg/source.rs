@@ -1,12 +1,12 @@
 //! What decides the acknowledgement: tidemark's [`Tracker`], or Electric's algorithm
-//! ([`ReferenceModel`]: the minimum over writers of what each flushed, no staleness sweeps).
+//! ([`ElectricTracker`]: the minimum over writers of what each flushed, no staleness sweeps).
 //! Both see the same commits and the same flush reports (through each buffer's flush link).
 
 use std::sync::{Arc, Mutex};
 
 use tidemark::batch::{FlushLink, LinkError, TrackerLink};
-use tidemark::model::ReferenceModel;
 use tidemark::{DownClass, Offset, Tracker, TrackerError, TrackerOptions, WriterId};
+use tidemark_testkit::model::ElectricTracker;
 
 use super::config::{Config, TrackerKind};
 
@@ -15,7 +15,7 @@ pub(crate) enum Source {
     /// tidemark, with the writers' ids by index.
     Tidemark(Arc<Tracker>, Vec<WriterId>),
     /// Electric's reference algorithm, keyed by writer index.
-    Electric(Arc<Mutex<ReferenceModel<u32>>>),
+    Electric(Arc<Mutex<ElectricTracker<u32>>>),
 }
 
 /// Why a commit was not taken.
@@ -50,7 +50,7 @@ impl Source {
                 Ok(Source::Tidemark(tracker, ids))
             }
             TrackerKind::Electric => Ok(Source::Electric(Arc::new(Mutex::new(
-                ReferenceModel::new(),
+                ElectricTracker::new(),
             )))),
         }
     }
@@ -117,7 +117,7 @@ impl Source {
 /// A [`FlushLink`] into the Electric reference algorithm.
 #[derive(Debug)]
 struct ElectricLink {
-    model: Arc<Mutex<ReferenceModel<u32>>>,
+    model: Arc<Mutex<ElectricTracker<u32>>>,
     writer: u32,
 }
 

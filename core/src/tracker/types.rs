@@ -17,6 +17,14 @@ impl WriterId {
         WriterId(((generation as u64) << 32) | index as u64)
     }
 
+    /// The id of slot `index` at `generation`: the inverse of [`index`](Self::index) and
+    /// [`generation`](Self::generation). For models and tools that issue ids the way the tracker
+    /// does; like [`from_raw`](Self::from_raw), an id the tracker never issued is reported as
+    /// [`TrackerError::UnknownWriter`] when used.
+    pub fn from_parts(index: u32, generation: u32) -> Self {
+        WriterId::new(index, generation)
+    }
+
     /// The dense slot index (reused after unregister).
     pub fn index(self) -> u32 {
         self.0 as u32
