@@ -14,8 +14,8 @@ extern crate self as tidemark;
 pub(crate) mod sync;
 
 pub mod batch;
-/// Kept for code written against earlier versions: the test oracles live in the
-/// `tidemark-testkit` crate (`tidemark_testkit::model`), which compiles this same source.
+// Kept for code written against earlier versions: the test oracles live in the
+// `tidemark-testkit` crate (`tidemark_testkit::model`), which compiles this same source.
 #[doc(hidden)]
 #[deprecated(note = "use the tidemark-testkit crate: tidemark_testkit::model")]
 #[path = "../../testkit/src/model.rs"]
