@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 mod common;
 mod pg;
+mod pipeline_common;
 mod replay;
 mod simulate;
 

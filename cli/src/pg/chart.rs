@@ -131,7 +131,7 @@ pub(crate) fn svg(r: &Report) -> String {
             TrackerKind::Tidemark => format!("grace {} ms, sweep {} ms", c.grace_ms, c.sweep_ms),
             TrackerKind::Electric => "per-writer minimum, no staleness sweeps".to_owned(),
         },
-        r.retained[3] as f64 / MIB
+        r.retained.max as f64 / MIB
     );
     for (top, bot, vmax, label) in [
         (TOP1, BOT1, ret_max, "retained WAL (MiB)"),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::duration;
+use crate::pipeline_common::flags::{self, Args, CommonFlags, Flags};
 
 /// The local cluster of `scripts/pg.sh` (port `TIDEMARK_PG_PORT`, default 54329).
 pub(crate) const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:54329/postgres";
@@ -258,75 +259,53 @@ flags (defaults in brackets):
   --no-progress      no live progress (it is drawn only when stdout is a terminal anyway)
 ";
 
-/// What the command line asked for.
-#[derive(Debug)]
-pub(crate) enum Parsed {
-    /// Run with this configuration.
-    Run(Box<Config>),
-    /// Print the help.
-    Help,
-}
+impl Flags for Config {
+    const CMD: &'static str = "pg";
 
-/// Parses the arguments after `pg`.
-pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
-    let mut c = Config::default();
-    let mut sweep_set = false;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .map(String::as_str)
-                .ok_or_else(|| format!("pg: {flag} needs a value"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--json" => c.json = true,
-            "--no-progress" => c.progress = false,
-            "--fsync" => c.fsync = true,
-            "--keep-store" => c.keep_store = true,
-            "--keep-slot" => c.keep_slot = true,
-            "--url" => c.url = value()?.to_owned(),
-            "--slot" => c.slot = ident(flag, value()?)?,
-            "--publication" => c.publication = ident(flag, value()?)?,
+    fn common(&mut self) -> CommonFlags<'_> {
+        CommonFlags {
+            duration: &mut self.duration,
+            writers: &mut self.writers,
+            grace_ms: &mut self.grace_ms,
+            sweep_ms: &mut self.sweep_ms,
+            seed: &mut self.seed,
+            workers: &mut self.workers,
+            slow_ms: &mut self.slow_ms,
+            linger_ms: &mut self.linger_ms,
+            max_batch: &mut self.max_batch,
+            capacity: &mut self.capacity,
+            chart: &mut self.chart,
+            json: &mut self.json,
+            progress: &mut self.progress,
+        }
+    }
+
+    fn own(&mut self, flag: &str, a: &mut Args<'_>) -> Result<bool, String> {
+        match flag {
+            "--fsync" => self.fsync = true,
+            "--keep-store" => self.keep_store = true,
+            "--keep-slot" => self.keep_slot = true,
+            "--url" => self.url = a.value(flag)?.to_owned(),
+            "--slot" => self.slot = ident(flag, a.value(flag)?)?,
+            "--publication" => self.publication = ident(flag, a.value(flag)?)?,
             "--tracker" => {
-                c.tracker = match value()? {
+                self.tracker = match a.value(flag)? {
                     "tidemark" => TrackerKind::Tidemark,
                     "electric" => TrackerKind::Electric,
                     other => return Err(format!("pg: unknown --tracker `{other}`")),
                 }
             }
-            "--duration" => c.duration = duration("pg", flag, value()?)?,
-            "--writers" => c.writers = number(flag, value()?)?,
-            "--rate" => c.rate = number(flag, value()?)?,
-            "--keys" => c.keys_per_writer = number(flag, value()?)?,
-            "--noise" => {
-                let v = value()?;
-                c.noise = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|r| (0.0..1.0).contains(r))
-                    .ok_or_else(|| format!("pg: --noise wants 0 <= F < 1, got `{v}`"))?;
-            }
-            "--row-bytes" => c.row_bytes = number(flag, value()?)?,
-            "--faults" => c.faults = faults(value()?)?,
-            "--grace-ms" => c.grace_ms = number(flag, value()?)?,
-            "--sweep-ms" => {
-                c.sweep_ms = number(flag, value()?)?;
-                sweep_set = true;
-            }
-            "--workers" => c.workers = number(flag, value()?)?,
-            "--latency-ms" => c.latency_ms = number(flag, value()?)?,
-            "--slow-ms" => c.slow_ms = number(flag, value()?)?,
-            "--linger-ms" => c.linger_ms = number(flag, value()?)?,
-            "--max-batch" => c.max_batch = number(flag, value()?)?,
-            "--capacity" => c.capacity = number(flag, value()?)?,
-            "--status-ms" => c.status_ms = number(flag, value()?)?,
-            "--seed" => c.seed = number(flag, value()?)?,
-            "--store-dir" => c.store_dir = Some(PathBuf::from(value()?)),
-            "--chart" => c.chart = Some(PathBuf::from(value()?)),
+            "--rate" => self.rate = a.number(flag)?,
+            "--keys" => self.keys_per_writer = a.number(flag)?,
+            "--noise" => self.noise = a.fraction(flag)?,
+            "--row-bytes" => self.row_bytes = a.number(flag)?,
+            "--faults" => self.faults = faults(a.value(flag)?)?,
+            "--latency-ms" => self.latency_ms = a.number(flag)?,
+            "--status-ms" => self.status_ms = a.number(flag)?,
+            "--store-dir" => self.store_dir = Some(PathBuf::from(a.value(flag)?)),
             "--chart-max-mib" => {
-                let v = value()?;
-                c.chart_max_mib = Some(
+                let v = a.value(flag)?;
+                self.chart_max_mib = Some(
                     v.parse::<f64>()
                         .ok()
                         .filter(|m| m.is_finite() && *m > 0.0)
@@ -335,60 +314,54 @@ pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
                         })?,
                 );
             }
-            other => return Err(format!("pg: unknown flag `{other}`")),
+            _ => return Ok(false),
         }
+        Ok(true)
     }
-    if !sweep_set {
-        // Keep the default sweep period a tenth of the grace period when only G was changed.
-        c.sweep_ms = c.sweep_ms.min((c.grace_ms / 10).max(1));
+
+    fn validate(&self) -> Result<(), String> {
+        let c = self;
+        let own_first = [
+            (
+                c.writers >= 1 && c.writers <= 100_000,
+                "--writers must be in 1..=100000",
+            ),
+            (
+                c.rate >= 1 && c.rate <= 1_000_000,
+                "--rate must be in 1..=1000000",
+            ),
+            (c.keys_per_writer >= 1, "--keys must be at least 1"),
+        ];
+        let own_last = [
+            (
+                c.status_ms >= 1 && c.status_ms <= 10_000,
+                "--status-ms must be in 1..=10000",
+            ),
+            (
+                c.faults.len() <= c.writers,
+                "--faults: at most one fault per writer",
+            ),
+        ];
+        let shared =
+            flags::pipeline_checks(c.workers, c.grace_ms, c.sweep_ms, c.max_batch, c.capacity);
+        flags::check(
+            Self::CMD,
+            own_first.into_iter().chain(shared).chain(own_last),
+            c.duration,
+            Duration::from_millis(500),
+        )?;
+        let total = c.duration.as_millis() as u64;
+        if c.faults.iter().any(|f| f.at_ms.is_some_and(|t| t >= total)) {
+            return Err("pg: --faults: every fault time must be within --duration".into());
+        }
+        Ok(())
     }
-    validate(&c)?;
-    Ok(Parsed::Run(Box::new(c)))
 }
 
-fn validate(c: &Config) -> Result<(), String> {
-    let checks: [(bool, &str); 9] = [
-        (
-            c.writers >= 1 && c.writers <= 100_000,
-            "--writers must be in 1..=100000",
-        ),
-        (
-            c.rate >= 1 && c.rate <= 1_000_000,
-            "--rate must be in 1..=1000000",
-        ),
-        (c.keys_per_writer >= 1, "--keys must be at least 1"),
-        (
-            c.workers >= 1 && c.workers <= 64,
-            "--workers must be in 1..=64",
-        ),
-        (c.grace_ms >= 10, "--grace-ms must be at least 10"),
-        (c.sweep_ms >= 1, "--sweep-ms must be at least 1"),
-        (
-            c.max_batch >= 1 && c.capacity >= c.max_batch,
-            "--capacity must be >= --max-batch >= 1",
-        ),
-        (
-            c.status_ms >= 1 && c.status_ms <= 10_000,
-            "--status-ms must be in 1..=10000",
-        ),
-        (
-            c.faults.len() <= c.writers,
-            "--faults: at most one fault per writer",
-        ),
-    ];
-    for (ok, msg) in checks {
-        if !ok {
-            return Err(format!("pg: {msg}"));
-        }
-    }
-    if c.duration < Duration::from_millis(500) {
-        return Err("pg: --duration must be at least 500ms".into());
-    }
-    let total = c.duration.as_millis() as u64;
-    if c.faults.iter().any(|f| f.at_ms.is_some_and(|t| t >= total)) {
-        return Err("pg: --faults: every fault time must be within --duration".into());
-    }
-    Ok(())
+/// Parses the arguments after `pg`; `None` when help was asked for.
+#[cfg(test)]
+fn parse(args: &[String]) -> Result<Option<Config>, String> {
+    flags::parse(args)
 }
 
 /// `kill,wedge@8s,slow` or `none`.
@@ -429,13 +402,6 @@ fn ident(flag: &str, v: &str) -> Result<String, String> {
     }
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    let cleaned: String = v.chars().filter(|&ch| ch != '_').collect();
-    cleaned
-        .parse()
-        .map_err(|_| format!("pg: {flag} wants a number, got `{v}`"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,7 +412,7 @@ mod tests {
 
     #[test]
     fn parses_flags_and_faults() {
-        let Parsed::Run(c) = parse(&args(
+        let Some(c) = parse(&args(
             "--duration 5s --writers 50 --faults kill@1s,wedge --tracker electric --grace-ms 500",
         ))
         .unwrap() else {
@@ -475,7 +441,7 @@ mod tests {
         assert!(parse(&args("--bogus")).is_err());
         assert!(matches!(
             parse(&args("--faults none")).unwrap(),
-            Parsed::Run(c) if c.faults.is_empty()
+            Some(c) if c.faults.is_empty()
         ));
     }
 }

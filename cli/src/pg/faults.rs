@@ -16,6 +16,7 @@ use tidemark::EvictReason;
 
 use super::config::{Config, FaultKind};
 use crate::common::Rng;
+use crate::pipeline_common::faults::Targets;
 
 /// One planned fault.
 #[derive(Clone, Copy, Debug)]
@@ -31,23 +32,15 @@ pub(crate) struct Planned {
 /// Plans the configured faults on distinct writers.
 pub(crate) fn plan(cfg: &Config) -> Vec<Planned> {
     let mut rng = Rng::new(cfg.seed, 7);
-    let mut used = std::collections::HashSet::new();
+    let mut targets = Targets::new(cfg.writers);
     let mut out: Vec<Planned> = cfg
         .faults
         .iter()
         .zip(cfg.fault_times())
-        .map(|(f, at_ms)| {
-            let writer = loop {
-                let w = rng.below(cfg.writers as u64) as u32;
-                if used.insert(w) {
-                    break w;
-                }
-            };
-            Planned {
-                kind: f.kind,
-                writer,
-                at_ms,
-            }
+        .map(|(f, at_ms)| Planned {
+            kind: f.kind,
+            writer: targets.draw(&mut rng),
+            at_ms,
         })
         .collect();
     out.sort_by_key(|p| p.at_ms);

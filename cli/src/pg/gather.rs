@@ -10,12 +10,13 @@ use super::decode::Row;
 use super::faults::Record;
 use super::load::LoadLog;
 use super::observer::Observer;
-use super::pipeline::{Shared, WorkerCounters, mode};
-use super::report::{FaultOutcome, Messages, Report, SLACK_MARGIN_MS, StoreCheck, percentiles};
+use super::pipeline::{Shared, WorkerCounters};
+use super::report::{BadEvictions, FaultOutcome, Report, SLACK_MARGIN_MS, StoreCheck};
 use super::sampler::{SAMPLE_EVERY, Sample};
 use super::sql::Setup;
 use super::store;
 use super::stream::StreamSummary;
+use crate::pipeline_common::report::{Messages, percentiles};
 
 /// The WAL-return threshold is the WAL the load writes in this fraction of the grace period
 /// (a quarter: a writer pinned for a whole grace period retains four times as much), and never
@@ -23,11 +24,6 @@ use super::stream::StreamSummary;
 const THRESHOLD_GRACE_FRACTION: f64 = 0.25;
 /// The smallest WAL-return threshold (bytes).
 const MIN_THRESHOLD: i64 = 64 << 10;
-
-/// Is this writer mode alive (serviced)?
-fn live(m: u8) -> bool {
-    matches!(m, mode::HEALTHY | mode::SLOW)
-}
 
 /// Builds the report. Call after every thread and task ended.
 pub(crate) fn report(
@@ -81,11 +77,11 @@ pub(crate) fn report(
         .iter()
         .filter(|w| w.evicted.load(Ordering::SeqCst))
         .count() as u64;
-    let mut bad_evictions = [0, 0];
+    let mut bad_evictions = BadEvictions::default();
     for e in &evictions {
         match e.fault {
-            None => bad_evictions[0] += 1,
-            Some(FaultKind::Slow) => bad_evictions[1] += 1,
+            None => bad_evictions.healthy += 1,
+            Some(FaultKind::Slow) => bad_evictions.slow += 1,
             Some(_) => {}
         }
     }
@@ -121,7 +117,7 @@ pub(crate) fn report(
             d.keepalives_queued.load(Ordering::Relaxed),
             summary.feedback_sent,
         ),
-        stored: (sum(|c| &c.batches), sum(|c| &c.bytes)),
+        stored: (sum(|c| &c.batches), sum(|c| &c.storage.bytes)),
         fence: *sh.fence.lock().unwrap(),
         final_confirmed,
         last_applied: summary.last_applied,
@@ -140,18 +136,13 @@ pub(crate) fn report(
         tracker_evictions,
         marked_evicted,
         bad_evictions,
-        sweeps: (
-            sweeps.sweeps,
-            sweeps.max_gap_ms,
-            sweeps.challenges,
-            sweeps.backlog_steps,
-        ),
+        sweeps,
         rows_invalidated: d.rows_invalidated.load(Ordering::Relaxed),
         messages,
         store,
         errors: (
             errors,
-            sum(|c| &c.store_errors),
+            sum(|c| &c.storage.store_errors),
             sum(|c| &c.link_errors),
             sum(|c| &c.late_acks),
         ),
@@ -174,19 +165,9 @@ fn messages(sh: &Shared) -> Messages {
     let end = WorkerCounters::default();
     let now = sh.clock.now();
     for w in &sh.writers {
-        sh.return_spill(w, &end);
+        w.return_spill(&end.returned);
         let r = w.buffer.stop(now);
-        m.accepted += r.accepted;
-        m.delivered += r.delivered;
-        m.failed += r.failed;
-        m.handed_back += r.handed_back_count();
-        m.in_flight_unknown += r.in_flight_unknown;
-        if r.accepted != r.delivered + r.failed + r.handed_back_count() {
-            m.unbalanced_buffers += 1;
-        }
-        if live(w.mode.load(Ordering::Relaxed)) && r.handed_back_count() > 0 {
-            m.handed_back_live += r.handed_back_count();
-        }
+        m.add(&r, w.mode.load().live());
     }
     m.returned = sh.disp.returned.load(Ordering::Relaxed)
         + sh.work_sum(|c| &c.returned)
@@ -222,11 +203,7 @@ fn store_check(sh: &Shared, load: &LoadLog, final_confirmed: u64) -> StoreCheck 
         .iter()
         .map(|w| w.evicted.load(Ordering::SeqCst))
         .collect();
-    let alive: Vec<bool> = sh
-        .writers
-        .iter()
-        .map(|w| live(w.mode.load(Ordering::Relaxed)))
-        .collect();
+    let alive: Vec<bool> = sh.writers.iter().map(|w| w.mode.load().live()).collect();
     // Every change at or below the final confirmed position (a commit is confirmed when its
     // end is) must be in the store of every writer it went to, unless that writer was evicted.
     let commits = sh.commits.lock().unwrap();

@@ -45,47 +45,18 @@ use tidemark::batch::{Clock, SystemClock};
 use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, watch};
 
-use config::{Config, Parsed};
+use crate::pipeline_common::{self, worker::Worker};
+use config::Config;
 use faults::Record;
 use pipeline::{Cmd, Shared};
 use progress::Progress;
 use report::Report;
 use sql::{Setup, Target};
-use worker::Worker;
+use worker::FileSink;
 
 /// Runs `tidemark pg` with the arguments after the subcommand.
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let cfg = match config::parse(args) {
-        Ok(Parsed::Run(c)) => *c,
-        Ok(Parsed::Help) => {
-            print!("{}", config::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return crate::usage_error(&e),
-    };
-    let report = match run(cfg) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tidemark: pg: {e}");
-            return ExitCode::from(crate::EXIT_USAGE);
-        }
-    };
-    if let Some(path) = &report.config.chart
-        && let Err(e) = std::fs::write(path, chart::svg(&report))
-    {
-        eprintln!("tidemark: pg: cannot write {}: {e}", path.display());
-        return ExitCode::from(crate::EXIT_USAGE);
-    }
-    if report.config.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.text());
-    }
-    if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    pipeline_common::main(args, config::HELP, run)
 }
 
 /// Connects, sets up, runs, and drops the slot again when this run created it.
@@ -167,7 +138,9 @@ fn run_on(rt: &Runtime, cfg: &Config, target: &Target, setup: &Setup) -> Result<
         let workers: Vec<_> = receivers
             .into_iter()
             .enumerate()
-            .map(|(k, rx)| s.spawn(move || Worker::new(shr, k).run(rx)))
+            .map(|(k, rx)| {
+                s.spawn(move || Worker::new(shr.shard_of(k), FileSink::new(shr, k)).run(rx))
+            })
             .collect();
         let acker = s.spawn(|| pipeline::acker(shr));
         let sweeper = s.spawn(|| pipeline::sweeper(shr));

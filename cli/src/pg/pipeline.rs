@@ -14,14 +14,14 @@
 //!  sweeper: every P, gate write-locked: sweep, take_events, evicted[w]; stop evicted buffers
 //! ```
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tidemark::batch::{BatchBuffer, BatchConfig, Clock, Message, PushRefusal, State};
-use tidemark::{Event, EvictReason, Offset, WriterId};
+use tidemark::batch::{Clock, Message};
+use tidemark::{EvictReason, Offset, WriterId};
 
 use super::ack::AckMap;
 use super::config::{Config, FaultKind};
@@ -32,39 +32,11 @@ use super::source::{CommitError, Source};
 use super::sql::FENCE_PREFIX;
 use super::store::{self, Store};
 use super::stream::StreamEvent;
-
-/// Writer modes (set by the owning worker, except `EVICTED`: the sweeper).
-pub(crate) mod mode {
-    /// Serviced normally.
-    pub const HEALTHY: u8 = 0;
-    /// Serviced with slow storage.
-    pub const SLOW: u8 = 1;
-    /// Never serviced again; its batches are never stored or acked.
-    pub const WEDGED: u8 = 2;
-    /// Gone without cleanup; `teardown` reported.
-    pub const KILLED: u8 = 3;
-    /// Evicted: invalidated, buffer stopped, receives nothing more.
-    pub const EVICTED: u8 = 4;
-}
-
-/// One writer.
-#[derive(Debug)]
-pub(crate) struct PgWriter {
-    /// Its batch buffer (linked to the source).
-    pub buffer: BatchBuffer,
-    /// See [`mode`].
-    pub mode: AtomicU8,
-    /// A notification to its worker is outstanding.
-    pub notified: AtomicBool,
-    /// Host-side overflow for messages the buffer refused as `Full`, in order.
-    pub spill: Mutex<VecDeque<Message>>,
-    /// Observer input: the highest commit LSN its store holds (set before the ack).
-    pub proven: AtomicU64,
-    /// Observer input: its eviction was reported (set under the gate's write lock).
-    pub evicted: AtomicBool,
-    /// A fault was just applied: the next commit to it is the anchor.
-    pub wants_anchor: AtomicBool,
-}
+use crate::pipeline_common::sweep::{SweepLog, Sweeper};
+use crate::pipeline_common::worker::{self, Shard};
+use crate::pipeline_common::writer::{
+    self, BufferShape, HostWriter, Mode, Offered, counter_sum, flush_notify,
+};
 
 /// Dispatcher counters.
 #[derive(Debug, Default)]
@@ -87,26 +59,17 @@ pub(crate) struct DispatchCounters {
     pub returned: AtomicU64,
 }
 
-/// Worker counters (one set per worker, one more for the sweeper).
+/// What only the file storage counts (per worker).
 #[derive(Debug, Default)]
-pub(crate) struct WorkerCounters {
-    /// Messages in stored and acked batches.
-    pub delivered: AtomicU64,
-    /// Batches stored and acked.
-    pub batches: AtomicU64,
+pub(crate) struct StoreCounters {
     /// Bytes appended.
     pub bytes: AtomicU64,
     /// Failed appends (the batch is requeued).
     pub store_errors: AtomicU64,
-    /// Acks whose link report failed.
-    pub link_errors: AtomicU64,
-    /// Acks refused as not in flight.
-    pub late_acks: AtomicU64,
-    /// Messages returned unaccepted (spill queues of dead writers, refused pushes).
-    pub returned: AtomicU64,
-    /// Messages handed back by buffers stopped mid-run (evictions).
-    pub handed_back_mid: AtomicU64,
 }
+
+/// Counters of a worker (and of the sweeper).
+pub(crate) type WorkerCounters = writer::WorkerCounters<StoreCounters>;
 
 /// A streamed commit, kept for the final checks.
 #[derive(Clone, Debug)]
@@ -136,30 +99,8 @@ pub(crate) struct Eviction {
     pub handed_back: u64,
 }
 
-/// What the sweeper measured.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SweepLog {
-    /// Sweeps run.
-    pub sweeps: u64,
-    /// The largest gap between two sweeps (ms).
-    pub max_gap_ms: u64,
-    /// Challenges issued.
-    pub challenges: u64,
-    /// `run_backlog` steps taken.
-    pub backlog_steps: u64,
-    last_ms: Option<u64>,
-}
-
-/// A command to a worker.
-#[derive(Debug)]
-pub(crate) enum Cmd {
-    /// These writers have new messages.
-    Notify(Vec<u32>),
-    /// Apply fault number `k`.
-    Fault(usize),
-    /// Graceful stop: drain every live writer, then exit.
-    Drain,
-}
+/// A command to a worker (the fault action is a fault number).
+pub(crate) type Cmd = worker::Cmd<usize>;
 
 /// Everything the threads and tasks share.
 pub(crate) struct Shared {
@@ -172,7 +113,9 @@ pub(crate) struct Shared {
     /// The tracker.
     pub source: Source,
     /// The writers by index.
-    pub writers: Vec<PgWriter>,
+    pub writers: Vec<HostWriter>,
+    /// Per writer: a fault was just applied, the next commit to it is the anchor.
+    pub wants_anchor: Vec<AtomicBool>,
     /// Their stores.
     pub store: Store,
     /// Sweeps (write) vs observer samples (read).
@@ -233,31 +176,18 @@ impl Shared {
         faults: Vec<Record>,
         senders: Vec<Sender<Cmd>>,
     ) -> Result<Shared, String> {
-        let mut writers = Vec::with_capacity(cfg.writers);
-        for i in 0..cfg.writers {
-            let mut bc = BatchConfig::default();
-            bc.max_messages = cfg.max_batch;
-            bc.capacity_messages = cfg.capacity;
-            let per = (cfg.row_bytes + 64) as u64 * 4;
-            bc.max_bytes = cfg.max_batch as u64 * per;
-            bc.capacity_bytes = cfg.capacity as u64 * per * 4;
-            bc.linger = Duration::from_millis(cfg.linger_ms);
-            // One batch in flight per writer: acks complete in order, so `proven` is a prefix
-            // and the link reports each batch's highest offset.
-            bc.max_inflight_batches = 1;
-            bc.clock = Some(Arc::clone(&clock));
-            bc.flush_link = Some(source.link(i as u32));
-            let buffer = BatchBuffer::new(bc).map_err(|e| e.to_string())?;
-            writers.push(PgWriter {
-                buffer,
-                mode: AtomicU8::new(mode::HEALTHY),
-                notified: AtomicBool::new(false),
-                spill: Mutex::new(VecDeque::new()),
-                proven: AtomicU64::new(0),
-                evicted: AtomicBool::new(false),
-                wants_anchor: AtomicBool::new(false),
-            });
-        }
+        let per = (cfg.row_bytes + 64) as u64 * 4;
+        let shape = BufferShape {
+            max_batch: cfg.max_batch,
+            capacity: cfg.capacity,
+            max_bytes: cfg.max_batch as u64 * per,
+            capacity_bytes: cfg.capacity as u64 * per * 4,
+            linger_ms: cfg.linger_ms,
+        };
+        let writers = (0..cfg.writers)
+            .map(|i| shape.writer(&clock, source.link(i as u32)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let wants_anchor = (0..cfg.writers).map(|_| AtomicBool::new(false)).collect();
         let fault_of = faults
             .iter()
             .enumerate()
@@ -272,6 +202,7 @@ impl Shared {
             start_ms,
             source,
             writers,
+            wants_anchor,
             store,
             gate: RwLock::new(()),
             ackmap: Mutex::new(AckMap::new(start_lsn)),
@@ -309,7 +240,18 @@ impl Shared {
 
     /// The sum of one worker counter.
     pub(crate) fn work_sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
-        self.work.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+        counter_sum(&self.work, |c| f(c))
+    }
+
+    /// What worker `k` works on.
+    pub(crate) fn shard_of(&self, k: usize) -> Shard<'_> {
+        Shard {
+            writers: &self.writers,
+            clock: &*self.clock,
+            shard: k,
+            workers: self.cfg.workers,
+            returned: &self.work[k].returned,
+        }
     }
 
     /// Records an error that fails the run.
@@ -323,12 +265,6 @@ impl Shared {
     /// The worker owning writer `i`.
     pub(crate) fn shard(&self, i: u32) -> usize {
         i as usize % self.cfg.workers
-    }
-
-    /// Returns a dead writer's spill queue to the host (counted as returned).
-    pub(crate) fn return_spill(&self, w: &PgWriter, counters: &WorkerCounters) {
-        let n = w.spill.lock().unwrap().drain(..).count() as u64;
-        counters.returned.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -380,7 +316,7 @@ pub(crate) fn dispatcher(sh: &Shared, rx: Receiver<StreamEvent>) {
                     continue;
                 };
                 commit(sh, t.rows, lsn, end_lsn, &mut scratch, &mut notify);
-                flush_notify(sh, &mut notify);
+                flush_notify(&sh.senders, &mut notify);
                 if t.fence {
                     fence_seen = true;
                     *sh.fence.lock().unwrap() = Some((lsn, end_lsn));
@@ -419,7 +355,7 @@ fn commit(
     let mut invalidated: Vec<u32> = chosen
         .iter()
         .copied()
-        .filter(|&w| sh.writers[w as usize].mode.load(Ordering::Relaxed) == mode::EVICTED)
+        .filter(|&w| sh.writers[w as usize].mode.load() == Mode::Evicted)
         .collect();
     chosen.retain(|w| !invalidated.contains(w));
     let offset = Offset::new(lsn, rows.len() as u64);
@@ -466,9 +402,11 @@ fn commit(
         payload.clear();
         store::encode(lsn, &mine, &mut payload);
         let pw = &sh.writers[w as usize];
-        offer(sh, pw, Message::with_offset(payload.clone(), offset));
+        if pw.offer(Message::with_offset(payload.clone(), offset)) == Offered::Returned {
+            d.returned.fetch_add(1, Ordering::Relaxed);
+        }
         d.offered.fetch_add(1, Ordering::Relaxed);
-        if pw.wants_anchor.swap(false, Ordering::Relaxed)
+        if sh.wants_anchor[w as usize].swap(false, Ordering::Relaxed)
             && let Some(&k) = sh.fault_of.get(&w)
         {
             let rel = now_ms.saturating_sub(sh.start_ms);
@@ -478,9 +416,7 @@ fn commit(
                 f[k].anchor_lsn = Some(lsn);
             }
         }
-        // AcqRel: the push above happens-before the worker's swap that clears the flag and
-        // is followed by its poll.
-        if !pw.notified.swap(true, Ordering::AcqRel) {
+        if pw.take_notify() {
             notify[sh.shard(w)].push(w);
         }
     }
@@ -490,34 +426,6 @@ fn commit(
         rows,
         delivered: chosen,
     });
-}
-
-fn flush_notify(sh: &Shared, notify: &mut [Vec<u32>]) {
-    for (k, v) in notify.iter_mut().enumerate() {
-        if !v.is_empty() {
-            let _ = sh.senders[k].send(Cmd::Notify(std::mem::take(v)));
-        }
-    }
-}
-
-/// Pushes into the writer's buffer, keeping order with its spill queue.
-fn offer(sh: &Shared, w: &PgWriter, m: Message) {
-    let mut spill = w.spill.lock().unwrap();
-    if w.buffer.state() != State::Running {
-        sh.disp.returned.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    if !spill.is_empty() {
-        spill.push_back(m);
-        return;
-    }
-    match w.buffer.push_message(m) {
-        Ok(()) => {}
-        Err(e) if e.reason == PushRefusal::Full => spill.push_back(e.message),
-        Err(_) => {
-            sh.disp.returned.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 // ----- acker and sweeper ----------------------------------------------------------------------
@@ -544,42 +452,17 @@ pub(crate) fn sweeper(sh: &Shared) {
     let Some(tracker) = sh.source.tracker() else {
         return;
     };
-    let period = Duration::from_millis(sh.cfg.sweep_ms);
-    let start = Instant::now();
-    let mut tick = 0u32;
-    let mut events = Vec::new();
     let counters = &sh.work[sh.work.len() - 1];
-    while !sh.stop_background.load(Ordering::Relaxed) {
-        tick += 1;
-        let target = start + period * tick;
-        let now = Instant::now();
-        if target > now {
-            std::thread::sleep(target - now);
-        }
-        let now_ms = sh.now_ms();
-        let mut evicted = Vec::new();
-        {
-            let _gate = sh.gate.write().unwrap();
-            let out = tracker.sweep(now_ms);
-            events.clear();
-            tracker.take_events(&mut events, usize::MAX);
-            for e in &events {
-                if let Event::Evicted(id, reason) = *e {
-                    let w = &sh.writers[id.index() as usize];
-                    // SeqCst: read by the sampler under the gate's read lock.
-                    w.evicted.store(true, Ordering::SeqCst);
-                    w.mode.store(mode::EVICTED, Ordering::Relaxed);
-                    evicted.push((id.index(), reason));
-                }
-            }
-            let mut log = sh.sweeps.lock().unwrap();
-            log.sweeps += 1;
-            log.challenges += out.challenged as u64;
-            if let Some(last) = log.last_ms {
-                log.max_gap_ms = log.max_gap_ms.max(now_ms.saturating_sub(last));
-            }
-            log.last_ms = Some(now_ms);
-        }
+    let sweeper = Sweeper {
+        tracker,
+        writers: &sh.writers,
+        gate: &sh.gate,
+        log: &sh.sweeps,
+        period_ms: sh.cfg.sweep_ms,
+        stop: &sh.stop_background,
+        now_ms: &|| sh.now_ms(),
+    };
+    sweeper.run(|now_ms, evicted| {
         // A flush that released a long-pinned head may leave a budgeted backlog: the ack is
         // safe meanwhile; finish it here.
         let mut steps = 0;
@@ -587,28 +470,28 @@ pub(crate) fn sweeper(sh: &Shared) {
             steps += 1;
         }
         sh.sweeps.lock().unwrap().backlog_steps += steps;
-        for (i, reason) in evicted {
-            let w = &sh.writers[i as usize];
+        for e in evicted {
+            let w = &sh.writers[e.writer as usize];
             // Invalidate: the buffer hands back what it held (never to be stored), and the
             // dispatcher delivers nothing more to this writer.
             let report = w.buffer.stop(sh.clock.now());
             counters
                 .handed_back_mid
                 .fetch_add(report.handed_back_count(), Ordering::Relaxed);
-            sh.return_spill(w, counters);
+            w.return_spill(&counters.returned);
             let rel = now_ms.saturating_sub(sh.start_ms);
-            let fault = sh.fault_of.get(&i).map(|&k| {
+            let fault = sh.fault_of.get(&e.writer).map(|&k| {
                 let mut f = sh.faults.lock().unwrap();
-                f[k].evicted.get_or_insert((rel, reason));
+                f[k].evicted.get_or_insert((rel, e.reason));
                 f[k].planned.kind
             });
             sh.evictions.lock().unwrap().push(Eviction {
-                writer: i,
-                reason,
+                writer: e.writer,
+                reason: e.reason,
                 at_ms: rel,
                 fault,
                 handed_back: report.handed_back_count(),
             });
         }
-    }
+    });
 }

@@ -11,42 +11,19 @@ use super::config::{Config, TrackerKind};
 use super::faults::Record;
 use super::pipeline::Eviction;
 use super::sampler::Sample;
+use crate::pipeline_common::report::{Messages, Percentiles, opt};
+use crate::pipeline_common::sweep::SweepLog;
 
 /// Fixed margin of the WAL-return deadline for a loaded machine (ms): see docs/PG.md.
 pub(crate) const SLACK_MARGIN_MS: u64 = 1_000;
 
-/// Message outcomes, summed over every writer.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Messages {
-    /// Offered by the dispatcher (one per writer per commit).
-    pub offered: u64,
-    /// Accepted by the buffers.
-    pub accepted: u64,
-    /// Stored and acked.
-    pub delivered: u64,
-    /// Handed back by stops (evictions, the end of the run).
-    pub handed_back: u64,
-    /// Of which with an unknown outcome (in flight at the stop).
-    pub in_flight_unknown: u64,
-    /// Handed back by writers alive at the end (must be 0).
-    pub handed_back_live: u64,
-    /// Failed (nacked without requeue).
-    pub failed: u64,
-    /// Never accepted: refused by a stopped buffer or left in a dead writer's spill queue.
-    pub returned: u64,
-    /// Buffers whose own report did not balance.
-    pub unbalanced_buffers: u64,
-}
-
-impl Messages {
-    /// `offered − delivered − failed − handed back − returned` (0 when nothing was lost).
-    pub(crate) fn lost(&self) -> i128 {
-        self.offered as i128
-            - self.delivered as i128
-            - self.failed as i128
-            - self.handed_back as i128
-            - self.returned as i128
-    }
+/// Evictions of writers without a kill or wedge fault (each one is wrong).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct BadEvictions {
+    /// Writers without a fault.
+    pub healthy: u64,
+    /// Slow writers.
+    pub slow: u64,
 }
 
 /// The final store check.
@@ -147,8 +124,8 @@ pub(crate) struct Report {
     pub final_confirmed: u64,
     /// The newest position handed to the replication client.
     pub last_applied: u64,
-    /// Retained WAL (confirmed) percentiles during the load: p50, p90, p99, max.
-    pub retained: [i64; 4],
+    /// Retained WAL (confirmed) percentiles during the load.
+    pub retained: Percentiles<i64>,
     /// The threshold the WAL-return check uses (bytes).
     pub threshold: i64,
     /// Slack added to the detection bound for the WAL-return check (ms).
@@ -166,9 +143,9 @@ pub(crate) struct Report {
     /// Writers marked evicted.
     pub marked_evicted: u64,
     /// Evictions of writers without a kill/wedge: healthy, slow.
-    pub bad_evictions: [u64; 2],
-    /// Sweeps, worst gap, challenges, backlog steps.
-    pub sweeps: (u64, u64, u64, u64),
+    pub bad_evictions: BadEvictions,
+    /// What the sweeper measured.
+    pub sweeps: SweepLog,
     /// Rows not delivered because their writer was invalidated.
     pub rows_invalidated: u64,
     /// Message outcomes.
@@ -185,16 +162,6 @@ pub(crate) struct Report {
     pub total_s: f64,
 }
 
-/// Percentiles p50, p90, p99, max.
-pub(crate) fn percentiles(mut v: Vec<i64>) -> [i64; 4] {
-    if v.is_empty() {
-        return [0; 4];
-    }
-    v.sort_unstable();
-    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    [at(0.5), at(0.9), at(0.99), *v.last().expect("non-empty")]
-}
-
 /// Bytes as KiB, or MiB from 10 MiB on.
 pub(crate) fn kib(b: i64) -> String {
     if b.abs() >= 10 << 20 {
@@ -202,10 +169,6 @@ pub(crate) fn kib(b: i64) -> String {
     } else {
         format!("{} KiB", b / 1024)
     }
-}
-
-fn opt(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 impl Report {
@@ -305,11 +268,11 @@ impl Report {
             },
             Check {
                 name: "no healthy or slow writer evicted",
-                ok: self.bad_evictions == [0, 0],
+                ok: self.bad_evictions == BadEvictions::default(),
                 required: true,
                 detail: format!(
                     "healthy {}, slow {}",
-                    self.bad_evictions[0], self.bad_evictions[1]
+                    self.bad_evictions.healthy, self.bad_evictions.slow
                 ),
             },
             Check {
@@ -328,10 +291,7 @@ impl Report {
             },
             Check {
                 name: "messages balance, zero lost; live writers handed nothing back",
-                ok: m.accepted == m.delivered + m.handed_back + m.failed
-                    && m.lost() == 0
-                    && m.unbalanced_buffers == 0
-                    && m.handed_back_live == 0,
+                ok: m.balanced() && m.handed_back_live == 0,
                 required: true,
                 detail: format!(
                     "offered {} = delivered {} + handed back {} + failed {} + returned {} \
@@ -436,10 +396,10 @@ impl Report {
             "\nWAL ({} written, {}/s)\n  retained (current − confirmed_flush)  p50 {}  p90 {}  p99 {}  max {}",
             kib(self.wal_bytes as i64),
             kib(self.wal_rate as i64),
-            kib(r[0]),
-            kib(r[1]),
-            kib(r[2]),
-            kib(r[3])
+            kib(r.p50),
+            kib(r.p90),
+            kib(r.p99),
+            kib(r.max)
         );
         if let Some(rr) = self.final_retained_restart {
             let _ = writeln!(
@@ -451,7 +411,7 @@ impl Report {
         let _ = writeln!(
             s,
             "\nfaults (detection: anchor → eviction, bound G + k·P with P = worst sweep gap {} ms; WAL back below {} by bound + {} ms)",
-            self.sweeps.1,
+            self.sweeps.max_gap_ms,
             kib(self.threshold),
             self.slack_ms
         );
@@ -500,11 +460,11 @@ impl Report {
         let _ = writeln!(
             s,
             "  sweeps {}, challenges {}, evictions {} (invalidated: buffers stopped, {} messages handed back), backlog steps {}",
-            self.sweeps.0,
-            self.sweeps.2,
+            self.sweeps.sweeps,
+            self.sweeps.challenges,
             self.evictions.len(),
             self.evictions.iter().map(|e| e.handed_back).sum::<u64>(),
-            self.sweeps.3
+            self.sweeps.backlog_steps
         );
         let m = &self.messages;
         let st = &self.store;
@@ -601,8 +561,8 @@ impl Report {
             },
             "wal": {
                 "written_bytes": self.wal_bytes, "rate_bytes_per_s": self.wal_rate,
-                "retained_p50": self.retained[0], "retained_p90": self.retained[1],
-                "retained_p99": self.retained[2], "retained_max": self.retained[3],
+                "retained_p50": self.retained.p50, "retained_p90": self.retained.p90,
+                "retained_p99": self.retained.p99, "retained_max": self.retained.max,
                 "threshold_bytes": self.threshold, "slack_ms": self.slack_ms,
                 "final_retained_restart": self.final_retained_restart,
             },
@@ -616,7 +576,7 @@ impl Report {
                 "writer": e.writer, "reason": e.reason.as_str(), "at_ms": e.at_ms,
                 "fault": e.fault.map(|f| f.as_str()), "handed_back": e.handed_back,
             })).collect::<Vec<_>>(),
-            "sweeps": {"count": self.sweeps.0, "max_gap_ms": self.sweeps.1, "challenges": self.sweeps.2},
+            "sweeps": {"count": self.sweeps.sweeps, "max_gap_ms": self.sweeps.max_gap_ms, "challenges": self.sweeps.challenges},
             "messages": {
                 "offered": m.offered, "accepted": m.accepted, "delivered": m.delivered,
                 "handed_back": m.handed_back, "in_flight_unknown": m.in_flight_unknown,
@@ -646,5 +606,31 @@ impl Report {
             })).collect::<Vec<_>>(),
             "total_s": self.total_s,
         })
+    }
+}
+
+impl crate::pipeline_common::Outcome for Report {
+    fn chart_path(&self) -> Option<&std::path::Path> {
+        self.config.chart.as_deref()
+    }
+
+    fn svg(&self) -> String {
+        super::chart::svg(self)
+    }
+
+    fn wants_json(&self) -> bool {
+        self.config.json
+    }
+
+    fn json(&self) -> Value {
+        Report::json(self)
+    }
+
+    fn text(&self) -> String {
+        Report::text(self)
+    }
+
+    fn passed(&self) -> bool {
+        Report::passed(self)
     }
 }

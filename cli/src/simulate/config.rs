@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::common::duration;
+use crate::pipeline_common::flags::{self, Args, CommonFlags, Flags};
 
 /// The flags (see [`HELP`]).
 #[derive(Clone, Debug)]
@@ -125,113 +125,77 @@ flags (defaults in brackets):
   --inject-bug B     for tests: early-ack or forget-pause (the run must then fail)
 ";
 
-/// What the command line asked for.
-#[derive(Debug)]
-pub(crate) enum Parsed {
-    /// Run with this configuration.
-    Run(Config),
-    /// Print the help.
-    Help,
-}
+impl Flags for Config {
+    const CMD: &'static str = "simulate";
 
-/// Parses the arguments after `simulate`.
-pub(crate) fn parse(args: &[String]) -> Result<Parsed, String> {
-    let mut c = Config::default();
-    let mut sweep_set = false;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .map(String::as_str)
-                .ok_or_else(|| format!("simulate: {flag} needs a value"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--json" => c.json = true,
-            "--no-progress" => c.progress = false,
-            "--duration" => c.duration = duration("simulate", flag, value()?)?,
-            "--writers" => c.writers = number(flag, value()?)?,
-            "--rate" => c.rate = Some(number(flag, value()?)?),
-            "--faults" => c.faults = number(flag, value()?)?,
-            "--grace-ms" => c.grace_ms = number(flag, value()?)?,
-            "--sweep-ms" => {
-                c.sweep_ms = number(flag, value()?)?;
-                sweep_set = true;
-            }
-            "--seed" => c.seed = number(flag, value()?)?,
-            "--workers" => c.workers = number(flag, value()?)?,
-            "--latency-us" => c.latency_us = number(flag, value()?)?,
-            "--throughput" => c.throughput = number(flag, value()?)?,
-            "--slow-ms" => c.slow_ms = number(flag, value()?)?,
-            "--pause-ms" => c.pause_ms = number(flag, value()?)?,
-            "--linger-ms" => c.linger_ms = number(flag, value()?)?,
-            "--max-batch" => c.max_batch = number(flag, value()?)?,
-            "--capacity" => c.capacity = number(flag, value()?)?,
-            "--message-bytes" => c.message_bytes = number(flag, value()?)?,
-            "--nack-rate" => {
-                let v = value()?;
-                c.nack_rate = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|r| (0.0..1.0).contains(r))
-                    .ok_or_else(|| format!("simulate: --nack-rate wants 0 <= F < 1, got `{v}`"))?;
-            }
-            "--chart" => c.chart = Some(PathBuf::from(value()?)),
+    fn common(&mut self) -> CommonFlags<'_> {
+        CommonFlags {
+            duration: &mut self.duration,
+            writers: &mut self.writers,
+            grace_ms: &mut self.grace_ms,
+            sweep_ms: &mut self.sweep_ms,
+            seed: &mut self.seed,
+            workers: &mut self.workers,
+            slow_ms: &mut self.slow_ms,
+            linger_ms: &mut self.linger_ms,
+            max_batch: &mut self.max_batch,
+            capacity: &mut self.capacity,
+            chart: &mut self.chart,
+            json: &mut self.json,
+            progress: &mut self.progress,
+        }
+    }
+
+    fn own(&mut self, flag: &str, a: &mut Args<'_>) -> Result<bool, String> {
+        match flag {
+            "--rate" => self.rate = Some(a.number(flag)?),
+            "--faults" => self.faults = a.number(flag)?,
+            "--latency-us" => self.latency_us = a.number(flag)?,
+            "--throughput" => self.throughput = a.number(flag)?,
+            "--pause-ms" => self.pause_ms = a.number(flag)?,
+            "--message-bytes" => self.message_bytes = a.number(flag)?,
+            "--nack-rate" => self.nack_rate = a.fraction(flag)?,
             "--inject-bug" => {
-                c.inject_bug = Some(match value()? {
+                self.inject_bug = Some(match a.value(flag)? {
                     "early-ack" => Bug::EarlyAck,
                     "forget-pause" => Bug::ForgetPause,
                     other => return Err(format!("simulate: unknown --inject-bug `{other}`")),
                 })
             }
-            other => return Err(format!("simulate: unknown flag `{other}`")),
+            _ => return Ok(false),
         }
+        Ok(true)
     }
-    if !sweep_set {
-        // Keep the default sweep period a tenth of the grace period when only G was changed.
-        c.sweep_ms = c.sweep_ms.min((c.grace_ms / 10).max(1));
+
+    fn validate(&self) -> Result<(), String> {
+        let c = self;
+        let own_first = [
+            (c.writers >= 4, "--writers must be at least 4"),
+            (c.writers <= 4_000_000, "--writers must be at most 4000000"),
+            (c.rate != Some(0), "--rate must be positive"),
+        ];
+        let own_last = [
+            (c.throughput > 0, "--throughput must be positive"),
+            (
+                c.faults <= c.writers / 2,
+                "--faults must be at most half the writers",
+            ),
+        ];
+        let shared =
+            flags::pipeline_checks(c.workers, c.grace_ms, c.sweep_ms, c.max_batch, c.capacity);
+        flags::check(
+            Self::CMD,
+            own_first.into_iter().chain(shared).chain(own_last),
+            c.duration,
+            Duration::from_millis(100),
+        )
     }
-    validate(&c)?;
-    Ok(Parsed::Run(c))
 }
 
-fn validate(c: &Config) -> Result<(), String> {
-    let checks: [(bool, &str); 9] = [
-        (c.writers >= 4, "--writers must be at least 4"),
-        (c.writers <= 4_000_000, "--writers must be at most 4000000"),
-        (c.rate != Some(0), "--rate must be positive"),
-        (
-            c.workers >= 1 && c.workers <= 64,
-            "--workers must be in 1..=64",
-        ),
-        (c.grace_ms >= 10, "--grace-ms must be at least 10"),
-        (c.sweep_ms >= 1, "--sweep-ms must be at least 1"),
-        (
-            c.max_batch >= 1 && c.capacity >= c.max_batch,
-            "--capacity must be >= --max-batch >= 1",
-        ),
-        (c.throughput > 0, "--throughput must be positive"),
-        (
-            c.faults <= c.writers / 2,
-            "--faults must be at most half the writers",
-        ),
-    ];
-    for (ok, msg) in checks {
-        if !ok {
-            return Err(format!("simulate: {msg}"));
-        }
-    }
-    if c.duration < Duration::from_millis(100) {
-        return Err("simulate: --duration must be at least 100ms".into());
-    }
-    Ok(())
-}
-
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    let cleaned: String = v.chars().filter(|&ch| ch != '_').collect();
-    cleaned
-        .parse()
-        .map_err(|_| format!("simulate: {flag} wants a number, got `{v}`"))
+/// Parses the arguments after `simulate`; `None` when help was asked for.
+#[cfg(test)]
+fn parse(args: &[String]) -> Result<Option<Config>, String> {
+    flags::parse(args)
 }
 
 #[cfg(test)]
@@ -244,7 +208,7 @@ mod tests {
 
     #[test]
     fn parses_flags_and_durations() {
-        let Parsed::Run(c) = parse(&args(
+        let Some(c) = parse(&args(
             "--duration 1500ms --writers 1_000 --rate 5000 --seed 7 --grace-ms 300 --json",
         ))
         .unwrap() else {

@@ -15,6 +15,7 @@ use tidemark::EvictReason;
 
 use super::config::Config;
 use crate::common::Rng;
+use crate::pipeline_common::faults::Targets;
 
 /// A fault kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,15 +83,10 @@ pub(crate) fn plan(config: &Config, rng: &mut Rng) -> Vec<Planned> {
     ];
     let total = config.duration.as_millis() as u64;
     let (from, to) = (total / 10, (total / 2).max(total / 10 + 1));
-    let mut used = std::collections::HashSet::new();
+    let mut targets = Targets::new(config.writers);
     let mut out: Vec<Planned> = (0..config.faults)
         .map(|n| {
-            let writer = loop {
-                let w = rng.below(config.writers as u64) as u32;
-                if used.insert(w) {
-                    break w;
-                }
-            };
+            let writer = targets.draw(rng);
             let at_ms = from + rng.below(to - from);
             let kind = KINDS[n % KINDS.len()];
             Planned {

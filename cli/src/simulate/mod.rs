@@ -31,45 +31,17 @@ use std::time::{Duration, Instant};
 use tidemark::batch::{Clock, SystemClock};
 
 use crate::common::Rng;
-use config::{Config, Parsed};
+use crate::pipeline_common::report::{Messages, opt, percentiles};
+use crate::pipeline_common::{self, worker::Worker};
+use config::Config;
 use faults::{FaultKind, Record};
-use pipeline::{Cmd, Shared, Worker, mode};
+use pipeline::{Cmd, FaultCmd, Shared, Sink};
 use progress::Progress;
-use report::{FaultOutcome, Messages, Report};
+use report::{BadEvictions, FaultOutcome, Report, SinkTally};
 
 /// Runs `tidemark simulate` with the arguments after the subcommand.
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let cfg = match config::parse(args) {
-        Ok(Parsed::Run(c)) => c,
-        Ok(Parsed::Help) => {
-            print!("{}", config::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return crate::usage_error(&e),
-    };
-    let report = match run(cfg) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tidemark: simulate: {e}");
-            return ExitCode::from(crate::EXIT_USAGE);
-        }
-    };
-    if let Some(path) = &report.config.chart
-        && let Err(e) = std::fs::write(path, chart::svg(&report))
-    {
-        eprintln!("tidemark: simulate: cannot write {}: {e}", path.display());
-        return ExitCode::from(crate::EXIT_USAGE);
-    }
-    if report.config.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.text());
-    }
-    if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    pipeline_common::main(args, config::HELP, run)
 }
 
 /// Resident memory of this process (Linux), in bytes.
@@ -109,7 +81,7 @@ fn run(cfg: Config) -> Result<Report, String> {
         let workers: Vec<_> = receivers
             .into_iter()
             .enumerate()
-            .map(|(k, rx)| s.spawn(move || Worker::new(sh, k).run(rx)))
+            .map(|(k, rx)| s.spawn(move || Worker::new(sh.shard_of(k), Sink::new(sh, k)).run(rx)))
             .collect();
         let produce_start = Instant::now();
         let sequencer = s.spawn(|| pipeline::sequencer(sh));
@@ -120,11 +92,11 @@ fn run(cfg: Config) -> Result<Report, String> {
             while next < actions.len() && actions[next].0 <= elapsed {
                 let (_, k, resume) = actions[next];
                 let writer = sh.faults.lock().unwrap()[k].planned.writer;
-                let cmd = if resume {
-                    Cmd::Resume(k)
+                let cmd = Cmd::Fault(if resume {
+                    FaultCmd::Resume(k)
                 } else {
-                    Cmd::Fault(k)
-                };
+                    FaultCmd::Apply(k)
+                });
                 let _ = sh.senders[writer as usize % cfg.workers].send(cmd);
                 next += 1;
             }
@@ -178,30 +150,22 @@ fn run(cfg: Config) -> Result<Report, String> {
     let now = sh.clock.now();
     for w in &sh.writers {
         let r = w.buffer.stop(now);
-        m.accepted += r.accepted;
-        m.delivered += r.delivered;
-        m.failed += r.failed;
-        m.handed_back += r.handed_back_count();
-        m.in_flight_unknown += r.in_flight_unknown;
-        if r.accepted != r.delivered + r.failed + r.handed_back_count() {
-            m.unbalanced_buffers += 1;
-        }
-        let md = w.mode.load(Ordering::Relaxed);
-        if matches!(md, mode::HEALTHY | mode::SLOW | mode::PAUSED) {
-            m.handed_back_live += r.handed_back_count();
-        }
+        let live = w.mode.load().live();
+        m.add(&r, live);
         // Anything still in a spill queue goes back to the host.
-        let left = w.spill.lock().unwrap().drain(..).count() as u64;
+        let left = w.drain_spill();
         m.returned += left;
-        if matches!(md, mode::HEALTHY | mode::SLOW | mode::PAUSED) {
+        if live {
             m.handed_back_live += left;
         }
     }
     m.offered = sh.seq.offered.load(Ordering::Relaxed);
-    m.sink_delivered = sh.work_sum(|c| &c.delivered);
     m.returned += sh.work_sum(|c| &c.returned);
-    m.requeued_batches = sh.work_sum(|c| &c.nacks);
-    m.order_violations = sh.work_sum(|c| &c.order_violations);
+    let sink = SinkTally {
+        delivered: sh.work_sum(|c| &c.delivered),
+        requeued_batches: sh.work_sum(|c| &c.storage.nacks),
+        order_violations: sh.work_sum(|c| &c.storage.order_violations),
+    };
 
     let sweeps = sh.sweeps.lock().unwrap().clone();
     let p_eff = cfg.sweep_ms.max(sweeps.max_gap_ms);
@@ -213,13 +177,13 @@ fn run(cfg: Config) -> Result<Report, String> {
         .map(|r| judge(r, &cfg, p_eff))
         .collect();
     let evictions = sh.evictions.lock().unwrap().clone();
-    let mut bad = [0u64; 3];
+    let mut bad = BadEvictions::default();
     for e in &evictions {
         match e.fault {
             Some(FaultKind::Kill) | Some(FaultKind::Wedge) => {}
-            None => bad[0] += 1,
-            Some(FaultKind::Slow) => bad[1] += 1,
-            Some(FaultKind::Pause) => bad[2] += 1,
+            None => bad.healthy += 1,
+            Some(FaultKind::Slow) => bad.slow += 1,
+            Some(FaultKind::Pause) => bad.paused += 1,
         }
     }
     let duration_ms = cfg.duration.as_millis() as u64;
@@ -248,20 +212,15 @@ fn run(cfg: Config) -> Result<Report, String> {
         commit_retries: sh.seq.retries.load(Ordering::Relaxed),
         throttled: sh.seq.throttled.load(Ordering::Relaxed),
         messages: m,
-        lag: report::percentiles(lags),
-        observer: [
-            observer.samples,
-            observer.violations,
-            observer.regressions,
-            observer.exact_samples,
-        ],
-        first_violation: observer.first_violation,
+        sink,
+        lag: percentiles(lags),
+        observer,
         final_ack: last.and_then(|s| s.ack),
         final_bound: last.and_then(|s| s.bound),
         faults,
         evictions,
         bad_evictions: bad,
-        sweeps: (sweeps.sweeps, sweeps.max_gap_ms, sweeps.challenges),
+        sweeps,
         errors: (
             sh.work_sum(|c| &c.link_errors),
             sh.work_sum(|c| &c.late_acks),
@@ -311,7 +270,7 @@ fn judge(r: &Record, cfg: &Config, p_eff: u64) -> FaultOutcome {
                         out.ok = false;
                         out.detail = format!(
                             "detection {d} ms exceeds the bound {} ms",
-                            opt_ms(out.bound_ms)
+                            opt(out.bound_ms)
                         );
                     }
                 }
@@ -325,8 +284,4 @@ fn judge(r: &Record, cfg: &Config, p_eff: u64) -> FaultOutcome {
         }
     }
     out
-}
-
-fn opt_ms(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".into(), |v| v.to_string())
 }

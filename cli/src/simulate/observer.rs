@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 
 /// The observer's state (one owner: the sampler thread).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Observer {
     /// Deliveries not yet proven, in commit order (lazy deletion at the head).
     owed: VecDeque<(u64, u32)>,

@@ -15,68 +15,34 @@
 //! ```
 
 use crossbeam_utils::CachePadded;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tidemark::batch::{BatchBuffer, BatchConfig, Clock, Message, PushRefusal, State, TrackerLink};
+use tidemark::batch::{Clock, Message, TrackerLink};
 use tidemark::{EvictReason, Offset, Tracker, TrackerError, WriterId};
 
+mod sink;
 mod sweeper;
-mod worker;
 
+pub(crate) use sink::Sink;
 pub(crate) use sweeper::{sampler, sweeper};
-pub(crate) use worker::Worker;
 
 use super::config::{Bug, Config};
 use super::faults::{FaultKind, Record};
 use super::observer::Observer;
 use crate::common::Rng;
+use crate::pipeline_common::sweep::SweepLog;
+use crate::pipeline_common::worker::{self as worker_loop, Shard};
+use crate::pipeline_common::writer::{
+    self, BufferShape, HostWriter, Mode, Offered, counter_sum, flush_notify,
+};
 
-/// Writer modes (who sets them: the owning worker, except `EVICTED`: the sweeper or the
-/// sequencer after a rejected commit).
-pub(crate) mod mode {
-    /// Serviced normally.
-    pub const HEALTHY: u8 = 0;
-    /// Serviced with slow storage.
-    pub const SLOW: u8 = 1;
-    /// Held back by the host: not serviced until resumed.
-    pub const PAUSED: u8 = 2;
-    /// Never serviced again; its batches are never acked.
-    pub const WEDGED: u8 = 3;
-    /// Gone: buffer stopped, `teardown` reported.
-    pub const KILLED: u8 = 4;
-    /// Evicted by the tracker: excluded from new commits; buffer stopped.
-    pub const EVICTED: u8 = 5;
-}
-
-/// How long the final drain may take before buffers hand back what is left.
-pub(crate) const DRAIN_BUDGET: Duration = Duration::from_secs(5);
 /// Observer sampling period.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// The sequencer waits while this many messages are offered but not resolved (backpressure).
 const MAX_OUTSTANDING: u64 = 64 * 1024;
-
-/// One simulated writer.
-#[derive(Debug)]
-pub(crate) struct SimWriter {
-    /// Its tracker id.
-    pub id: WriterId,
-    /// Its batch buffer (linked to the tracker).
-    pub buffer: BatchBuffer,
-    /// See [`mode`].
-    pub mode: AtomicU8,
-    /// A notification to its worker is outstanding.
-    pub notified: AtomicBool,
-    /// Host-side overflow (like a mailbox) for messages the buffer refused as `Full`, in order.
-    pub spill: Mutex<VecDeque<Message>>,
-    /// Observer input: the highest tx its storage completed (set before the ack).
-    pub proven: AtomicU64,
-    /// Observer input: its eviction was reported (set under the gate's write lock).
-    pub evicted: AtomicBool,
-}
 
 /// Counters of the sequencer.
 #[derive(Debug, Default)]
@@ -93,27 +59,29 @@ pub(crate) struct SeqCounters {
     pub throttled: AtomicU64,
 }
 
-/// Counters shared by workers and the sweeper (each worker has its own copy).
+/// What only the simulated storage sink counts (per worker).
 #[derive(Debug, Default)]
-pub(crate) struct WorkerCounters {
-    /// Messages in acked batches.
-    pub delivered: AtomicU64,
-    /// Batches acked.
-    pub batches: AtomicU64,
+pub(crate) struct SinkCounters {
     /// Batches nacked (requeued) by storage errors.
     pub nacks: AtomicU64,
-    /// Acks whose tracker report failed.
-    pub link_errors: AtomicU64,
-    /// Acks refused as not in flight.
-    pub late_acks: AtomicU64,
     /// Messages delivered out of per-writer order (must be 0).
     pub order_violations: AtomicU64,
-    /// Messages returned to the host without being accepted (refused by a stopped buffer, or
-    /// left in a dead writer's spill queue).
-    pub returned: AtomicU64,
-    /// Messages handed back by buffers stopped mid-run (kills, evictions).
-    pub handed_back_mid: AtomicU64,
 }
+
+/// Counters of a worker (and of the sweeper).
+pub(crate) type WorkerCounters = writer::WorkerCounters<SinkCounters>;
+
+/// A fault action for the owning worker.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FaultCmd {
+    /// Apply fault number `k`.
+    Apply(usize),
+    /// Lift the pause of fault number `k`.
+    Resume(usize),
+}
+
+/// A command to a worker.
+pub(crate) type Cmd = worker_loop::Cmd<FaultCmd>;
 
 /// An eviction as the sweeper saw it.
 #[derive(Clone, Debug)]
@@ -126,18 +94,6 @@ pub(crate) struct Eviction {
     pub at_ms: u64,
     /// The fault injected on it, if any.
     pub fault: Option<FaultKind>,
-}
-
-/// What the sweeper measured.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SweepLog {
-    /// Sweeps run.
-    pub sweeps: u64,
-    /// The largest gap between two consecutive sweeps' `now` (ms).
-    pub max_gap_ms: u64,
-    /// Challenges issued.
-    pub challenges: u64,
-    last_ms: Option<u64>,
 }
 
 /// One observer sample.
@@ -153,19 +109,6 @@ pub(crate) struct Sample {
     pub bound: Option<u64>,
 }
 
-/// A command to a worker.
-#[derive(Debug)]
-pub(crate) enum Cmd {
-    /// These writers have new messages.
-    Notify(Vec<u32>),
-    /// Apply fault number `k`.
-    Fault(usize),
-    /// Lift the pause of fault number `k`.
-    Resume(usize),
-    /// Graceful stop: drain every live writer, then exit.
-    Drain,
-}
-
 /// Everything the threads share.
 pub(crate) struct Shared {
     /// The configuration.
@@ -175,7 +118,9 @@ pub(crate) struct Shared {
     /// The tracker.
     pub tracker: Arc<Tracker>,
     /// The writers, by simulator index (= tracker slot index).
-    pub writers: Vec<SimWriter>,
+    pub writers: Vec<HostWriter>,
+    /// Their tracker ids, by index.
+    pub ids: Vec<WriterId>,
     /// Tracker ms at the start.
     pub start_ms: u64,
     /// Sweeps (write) vs ack samples (read): see observer.rs.
@@ -225,33 +170,23 @@ impl Shared {
             })
             .map_err(|e| format!("tracker: {e}"))?,
         );
+        let shape = BufferShape {
+            max_batch: cfg.max_batch,
+            capacity: cfg.capacity,
+            max_bytes: (cfg.max_batch * cfg.message_bytes.max(1)) as u64,
+            capacity_bytes: (cfg.capacity * cfg.message_bytes.max(1)) as u64,
+            linger_ms: cfg.linger_ms,
+        };
         let mut writers = Vec::with_capacity(cfg.writers);
+        let mut ids = Vec::with_capacity(cfg.writers);
         for i in 0..cfg.writers {
             let id = tracker.register().map_err(|e| format!("register: {e}"))?;
             if id.index() as usize != i {
                 return Err(format!("register: expected slot {i}, got {id}"));
             }
-            let mut bc = BatchConfig::default();
-            bc.max_messages = cfg.max_batch;
-            bc.capacity_messages = cfg.capacity;
-            bc.max_bytes = (cfg.max_batch * cfg.message_bytes.max(1)) as u64;
-            bc.capacity_bytes = (cfg.capacity * cfg.message_bytes.max(1)) as u64;
-            bc.linger = Duration::from_millis(cfg.linger_ms);
-            // One batch in flight per writer: acks complete in order, so "proven up to tx" is
-            // a prefix (the observer relies on it) and the link reports each batch's highest.
-            bc.max_inflight_batches = 1;
-            bc.clock = Some(Arc::clone(&clock));
-            bc.flush_link = Some(Arc::new(TrackerLink::new(Arc::clone(&tracker), id)));
-            let buffer = BatchBuffer::new(bc).map_err(|e| e.to_string())?;
-            writers.push(SimWriter {
-                id,
-                buffer,
-                mode: AtomicU8::new(mode::HEALTHY),
-                notified: AtomicBool::new(false),
-                spill: Mutex::new(VecDeque::new()),
-                proven: AtomicU64::new(0),
-                evicted: AtomicBool::new(false),
-            });
+            let link = Arc::new(TrackerLink::new(Arc::clone(&tracker), id));
+            writers.push(shape.writer(&clock, link)?);
+            ids.push(id);
         }
         let fault_of = faults
             .iter()
@@ -265,6 +200,7 @@ impl Shared {
             clock,
             tracker,
             writers,
+            ids,
             start_ms,
             gate: RwLock::new(()),
             deliveries: Mutex::new(Vec::new()),
@@ -291,7 +227,18 @@ impl Shared {
 
     /// The sum of one worker counter.
     pub(crate) fn work_sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
-        self.work.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+        counter_sum(&self.work, |c| f(c))
+    }
+
+    /// What worker `k` works on.
+    pub(crate) fn shard_of(&self, k: usize) -> Shard<'_> {
+        Shard {
+            writers: &self.writers,
+            clock: &*self.clock,
+            shard: k,
+            workers: self.cfg.workers,
+            returned: &self.work[k].returned,
+        }
     }
 
     fn shard(&self, i: u32) -> usize {
@@ -303,12 +250,6 @@ impl Shared {
         self.forced.lock().unwrap().push(i);
         // Release: the sequencer's Acquire load then finds the writer in `forced`.
         self.forced_flag.store(true, Ordering::Release);
-    }
-
-    /// Returns a stopped writer's spill queue to the host (counted as returned).
-    fn return_spill(&self, w: &SimWriter, counters: &WorkerCounters) {
-        let n = w.spill.lock().unwrap().drain(..).count() as u64;
-        counters.returned.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -351,7 +292,7 @@ pub(crate) fn sequencer(sh: &Shared) -> u64 {
         let now_ms = loop {
             while chosen.len() < want {
                 let i = rng.below(n) as u32;
-                if sh.writers[i as usize].mode.load(Ordering::Relaxed) != mode::EVICTED
+                if sh.writers[i as usize].mode.load() != Mode::Evicted
                     && !chosen.contains(&i)
                     && !excluded.contains(&i)
                 {
@@ -359,7 +300,7 @@ pub(crate) fn sequencer(sh: &Shared) -> u64 {
                 }
             }
             ids.clear();
-            ids.extend(chosen.iter().map(|&i| sh.writers[i as usize].id));
+            ids.extend(chosen.iter().map(|&i| sh.ids[i as usize]));
             let now_ms = sh.now_ms();
             // The observer hears of the commit before the tracker does.
             sh.deliveries
@@ -402,11 +343,14 @@ pub(crate) fn sequencer(sh: &Shared) -> u64 {
         c.commits.fetch_add(1, Ordering::Relaxed);
         for &i in &chosen {
             let w = &sh.writers[i as usize];
-            offer(sh, w, Message::with_offset(vec![0u8; payload_len], offset));
+            let m = Message::with_offset(vec![0u8; payload_len], offset);
+            if w.offer(m) == Offered::Returned {
+                // Counted with the sweeper's set: the sequencer has no worker counters.
+                let last = sh.work.len() - 1;
+                sh.work[last].returned.fetch_add(1, Ordering::Relaxed);
+            }
             offered += 1;
-            // AcqRel: the push above happens-before the worker's swap that clears the flag and
-            // is followed by its poll (see `Worker::on_notify`).
-            if !w.notified.swap(true, Ordering::AcqRel) {
+            if w.take_notify() {
                 notify[sh.shard(i)].push(i);
             }
         }
@@ -416,19 +360,19 @@ pub(crate) fn sequencer(sh: &Shared) -> u64 {
             let target = start + Duration::from_secs_f64(produced as f64 / rate as f64);
             let now = Instant::now();
             if target > now + Duration::from_millis(1) {
-                flush_notify(sh, &mut notify);
+                flush_notify(&sh.senders, &mut notify);
                 std::thread::sleep(target - now);
             }
         }
         if produced & 63 == 0 {
-            flush_notify(sh, &mut notify);
+            flush_notify(&sh.senders, &mut notify);
             while outstanding(sh) > MAX_OUTSTANDING && !sh.stop_sequencer.load(Ordering::Relaxed) {
                 c.throttled.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
     }
-    flush_notify(sh, &mut notify);
+    flush_notify(&sh.senders, &mut notify);
     tx
 }
 
@@ -439,37 +383,4 @@ fn outstanding(sh: &Shared) -> u64 {
         + sh.work_sum(|c| &c.returned)
         + sh.work_sum(|c| &c.handed_back_mid);
     offered.saturating_sub(resolved)
-}
-
-fn flush_notify(sh: &Shared, notify: &mut [Vec<u32>]) {
-    for (k, v) in notify.iter_mut().enumerate() {
-        if !v.is_empty() {
-            let _ = sh.senders[k].send(Cmd::Notify(std::mem::take(v)));
-        }
-    }
-}
-
-/// Pushes into the writer's buffer, keeping order with its spill queue.
-fn offer(sh: &Shared, w: &SimWriter, m: Message) {
-    let mut spill = w.spill.lock().unwrap();
-    if w.buffer.state() != State::Running {
-        sh.seq_returned(1);
-        return;
-    }
-    if !spill.is_empty() {
-        spill.push_back(m);
-        return;
-    }
-    match w.buffer.push_message(m) {
-        Ok(()) => {}
-        Err(e) if e.reason == PushRefusal::Full => spill.push_back(e.message),
-        Err(_) => sh.seq_returned(1),
-    }
-}
-
-impl Shared {
-    fn seq_returned(&self, n: u64) {
-        let last = self.work.len() - 1;
-        self.work[last].returned.fetch_add(n, Ordering::Relaxed);
-    }
 }

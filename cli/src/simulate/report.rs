@@ -7,46 +7,37 @@ use serde_json::{Value, json};
 
 use super::config::Config;
 use super::faults::Record;
+use super::observer::Observer;
 use super::pipeline::{Eviction, Sample};
+use crate::pipeline_common::report::{Messages, Percentiles, opt};
+use crate::pipeline_common::sweep::SweepLog;
 
-/// Message outcomes, summed over every writer.
+/// What the storage sink counted itself (summed over the workers).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Messages {
-    /// Offered by the sequencer (one per writer per commit).
-    pub offered: u64,
-    /// Accepted by the buffers.
-    pub accepted: u64,
-    /// Delivered (acked batches), from the buffers' stop reports.
+pub(crate) struct SinkTally {
+    /// Messages delivered as the sink counted them (must equal the buffers' `delivered`).
     pub delivered: u64,
-    /// Delivered as counted by the storage sink (must equal `delivered`).
-    pub sink_delivered: u64,
-    /// Handed back by stops.
-    pub handed_back: u64,
-    /// Of which in flight at the stop (outcome unknown).
-    pub in_flight_unknown: u64,
-    /// Handed back by buffers of writers that were alive at the end (must be 0: graceful).
-    pub handed_back_live: u64,
-    /// Failed (nacked without requeue).
-    pub failed: u64,
-    /// Never accepted: refused by a stopped buffer or left in a dead writer's spill queue,
-    /// returned to the host for redelivery.
-    pub returned: u64,
     /// Batches requeued by storage errors.
     pub requeued_batches: u64,
-    /// Buffers whose own report did not balance.
-    pub unbalanced_buffers: u64,
     /// Out-of-order deliveries.
     pub order_violations: u64,
 }
 
-impl Messages {
-    /// `offered − delivered − failed − handed back − returned` (0 when nothing was lost).
-    pub(crate) fn lost(&self) -> i128 {
-        self.offered as i128
-            - self.delivered as i128
-            - self.failed as i128
-            - self.handed_back as i128
-            - self.returned as i128
+/// Evictions of writers without a kill or wedge fault (each one is wrong).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BadEvictions {
+    /// Writers without a fault.
+    pub healthy: u64,
+    /// Slow writers.
+    pub slow: u64,
+    /// Paused writers.
+    pub paused: u64,
+}
+
+impl BadEvictions {
+    /// All of them.
+    pub(crate) fn total(&self) -> u64 {
+        self.healthy + self.slow + self.paused
     }
 }
 
@@ -112,14 +103,14 @@ pub(crate) struct Report {
     pub throttled: u64,
     /// Message outcomes.
     pub messages: Messages,
+    /// What the storage sink counted.
+    pub sink: SinkTally,
     /// Observer samples.
     pub samples: Vec<Sample>,
-    /// Ack lag percentiles over production samples: p50, p90, p99, max (tx).
-    pub lag: [u64; 4],
-    /// Observer: samples, violations, regressions, exact samples.
-    pub observer: [u64; 4],
-    /// The first violation (ms, ack, bound).
-    pub first_violation: Option<(u64, u64, Option<u64>)>,
+    /// Ack lag percentiles over production samples (tx).
+    pub lag: Percentiles<u64>,
+    /// The observer's tallies.
+    pub observer: Observer,
     /// Final ack and bound.
     pub final_ack: Option<u64>,
     /// The observer's final bound.
@@ -128,47 +119,29 @@ pub(crate) struct Report {
     pub faults: Vec<FaultOutcome>,
     /// Every eviction.
     pub evictions: Vec<Eviction>,
-    /// Evictions of writers without a kill/wedge fault, by kind: healthy, slow, paused.
-    pub bad_evictions: [u64; 3],
-    /// Sweeps run, worst gap (ms), challenges.
-    pub sweeps: (u64, u64, u64),
+    /// Evictions of writers without a kill/wedge fault.
+    pub bad_evictions: BadEvictions,
+    /// What the sweeper measured.
+    pub sweeps: SweepLog,
     /// Link errors, late acks, commit errors.
     pub errors: (u64, u64, u64),
     /// The first commit error.
     pub first_error: Option<String>,
 }
 
-/// Percentiles p50, p90, p99, max of `values`.
-pub(crate) fn percentiles(mut values: Vec<u64>) -> [u64; 4] {
-    if values.is_empty() {
-        return [0; 4];
-    }
-    values.sort_unstable();
-    let at = |p: f64| values[((values.len() - 1) as f64 * p).round() as usize];
-    [
-        at(0.50),
-        at(0.90),
-        at(0.99),
-        *values.last().expect("non-empty"),
-    ]
-}
-
-fn opt(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
-}
-
 impl Report {
     /// The checks; the run passes when all pass.
     pub(crate) fn checks(&self) -> Vec<Check> {
         let m = &self.messages;
-        let [samples, violations, regressions, _] = self.observer;
+        let o = &self.observer;
+        let (samples, violations, regressions) = (o.samples, o.violations, o.regressions);
         let faults_ok = self.faults.iter().all(|f| f.ok);
-        let bad: u64 = self.bad_evictions.iter().sum();
+        let bad = self.bad_evictions.total();
         vec![
             Check {
                 name: "ack never above the exact safe bound",
                 ok: violations == 0 && regressions == 0 && samples > 0,
-                detail: match self.first_violation {
+                detail: match o.first_violation {
                     None => format!(
                         "{samples} samples, {violations} violations, {regressions} regressions"
                     ),
@@ -190,10 +163,7 @@ impl Report {
             },
             Check {
                 name: "messages balance, zero lost",
-                ok: m.accepted == m.delivered + m.handed_back + m.failed
-                    && m.lost() == 0
-                    && m.unbalanced_buffers == 0
-                    && m.sink_delivered == m.delivered,
+                ok: m.balanced() && self.sink.delivered == m.delivered,
                 detail: format!(
                     "accepted {} = delivered {} + handed back {} + failed {}; offered {} = accepted {} + returned {}; lost {}",
                     m.accepted,
@@ -213,15 +183,15 @@ impl Report {
             },
             Check {
                 name: "per-writer delivery order",
-                ok: m.order_violations == 0,
-                detail: format!("{} out-of-order deliveries", m.order_violations),
+                ok: self.sink.order_violations == 0,
+                detail: format!("{} out-of-order deliveries", self.sink.order_violations),
             },
             Check {
                 name: "no healthy, slow or paused writer evicted",
                 ok: bad == 0,
                 detail: format!(
                     "healthy {}, slow {}, paused {}",
-                    self.bad_evictions[0], self.bad_evictions[1], self.bad_evictions[2]
+                    self.bad_evictions.healthy, self.bad_evictions.slow, self.bad_evictions.paused
                 ),
             },
             Check {
@@ -285,39 +255,23 @@ impl Report {
             "\nthroughput ({:.1} s producing, drain {} ms, total {:.1} s)",
             self.produce_s, self.drain_ms, self.total_s
         );
-        let _ = writeln!(
-            s,
-            "  commits     {:>12}  {:>10.0}/s",
-            self.commits,
-            rate(self.commits)
-        );
-        let _ = writeln!(
-            s,
-            "  messages    {:>12}  {:>10.0}/s delivered",
-            m.delivered,
-            rate(m.delivered)
-        );
-        let _ = writeln!(
-            s,
-            "  batches     {:>12}  {:>10.0}/s acked",
-            self.batches,
-            rate(self.batches)
-        );
-        let _ = writeln!(
-            s,
-            "  flushes     {:>12}  {:>10.0}/s reported to the tracker",
-            self.flushes,
-            rate(self.flushes)
-        );
+        for (name, n, what) in [
+            ("commits", self.commits, ""),
+            ("messages", m.delivered, " delivered"),
+            ("batches", self.batches, " acked"),
+            ("flushes", self.flushes, " reported to the tracker"),
+        ] {
+            let _ = writeln!(s, "  {name:<10}  {n:>12}  {:>10.0}/s{what}", rate(n));
+        }
         let _ = writeln!(
             s,
             "  ack lag (commits behind the last)  p50 {}  p90 {}  p99 {}  max {}",
-            self.lag[0], self.lag[1], self.lag[2], self.lag[3]
+            self.lag.p50, self.lag.p90, self.lag.p99, self.lag.max
         );
         let _ = writeln!(
             s,
             "\nfaults (detection: anchor → eviction; bound G + k·P, P = worst observed sweep gap {} ms)",
-            self.sweeps.1
+            self.sweeps.max_gap_ms
         );
         for f in &self.faults {
             let r = &f.record;
@@ -352,12 +306,12 @@ impl Report {
         let _ = writeln!(
             s,
             "  sweeps {}, challenges {}, evictions {} (healthy {}, slow {}, paused {})",
-            self.sweeps.0,
-            self.sweeps.2,
+            self.sweeps.sweeps,
+            self.sweeps.challenges,
             self.evictions.len(),
-            self.bad_evictions[0],
-            self.bad_evictions[1],
-            self.bad_evictions[2]
+            self.bad_evictions.healthy,
+            self.bad_evictions.slow,
+            self.bad_evictions.paused
         );
         let _ = writeln!(s, "\nmessages");
         let _ = writeln!(
@@ -375,7 +329,7 @@ impl Report {
         let _ = writeln!(
             s,
             "  storage errors requeued {} batches",
-            m.requeued_batches
+            self.sink.requeued_batches
         );
         let _ = writeln!(s, "\nchecks");
         for ch in self.checks() {
@@ -448,7 +402,7 @@ impl Report {
                 "commit_retries": self.commit_retries,
                 "throttled": self.throttled,
             },
-            "ack_lag": {"p50": self.lag[0], "p90": self.lag[1], "p99": self.lag[2], "max": self.lag[3]},
+            "ack_lag": {"p50": self.lag.p50, "p90": self.lag.p90, "p99": self.lag.p99, "max": self.lag.max},
             "faults": faults,
             "evictions": {
                 "list": self.evictions.iter().map(|e| json!({
@@ -458,12 +412,12 @@ impl Report {
                     "fault": e.fault.map(|f| f.as_str()),
                 })).collect::<Vec<_>>(),
                 "total": self.evictions.len(),
-                "healthy": self.bad_evictions[0],
-                "slow": self.bad_evictions[1],
-                "paused": self.bad_evictions[2],
-                "sweeps": self.sweeps.0,
-                "max_sweep_gap_ms": self.sweeps.1,
-                "challenges": self.sweeps.2,
+                "healthy": self.bad_evictions.healthy,
+                "slow": self.bad_evictions.slow,
+                "paused": self.bad_evictions.paused,
+                "sweeps": self.sweeps.sweeps,
+                "max_sweep_gap_ms": self.sweeps.max_gap_ms,
+                "challenges": self.sweeps.challenges,
             },
             "messages": {
                 "offered": m.offered,
@@ -474,17 +428,43 @@ impl Report {
                 "failed": m.failed,
                 "returned": m.returned,
                 "lost": m.lost() as i64,
-                "requeued_batches": m.requeued_batches,
+                "requeued_batches": self.sink.requeued_batches,
             },
             "observer": {
-                "samples": self.observer[0],
-                "violations": self.observer[1],
-                "regressions": self.observer[2],
-                "exact_samples": self.observer[3],
+                "samples": self.observer.samples,
+                "violations": self.observer.violations,
+                "regressions": self.observer.regressions,
+                "exact_samples": self.observer.exact_samples,
             },
             "final": {"last_commit": self.last_tx, "ack": self.final_ack, "bound": self.final_bound},
             "checks": checks,
             "passed": self.passed(),
         })
+    }
+}
+
+impl crate::pipeline_common::Outcome for Report {
+    fn chart_path(&self) -> Option<&std::path::Path> {
+        self.config.chart.as_deref()
+    }
+
+    fn svg(&self) -> String {
+        super::chart::svg(self)
+    }
+
+    fn wants_json(&self) -> bool {
+        self.config.json
+    }
+
+    fn json(&self) -> Value {
+        Report::json(self)
+    }
+
+    fn text(&self) -> String {
+        Report::text(self)
+    }
+
+    fn passed(&self) -> bool {
+        Report::passed(self)
     }
 }

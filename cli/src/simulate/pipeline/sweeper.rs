@@ -1,73 +1,47 @@
 //! The sweeper and the observer's sampler.
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
-use tidemark::Event;
+use crate::pipeline_common::sweep::Sweeper;
 
 use super::*;
 
 /// Sweeps every `P` until told to stop; marks evictions for the observer.
 pub(crate) fn sweeper(sh: &Shared) {
-    let period = Duration::from_millis(sh.cfg.sweep_ms);
-    let start = Instant::now();
-    let mut tick = 0u32;
-    let mut events = Vec::new();
     let counters = &sh.work[sh.work.len() - 1];
-    while !sh.stop_background.load(Ordering::Relaxed) {
-        tick += 1;
-        let target = start + period * tick;
-        let now = Instant::now();
-        if target > now {
-            std::thread::sleep(target - now);
-        }
-        let now_ms = sh.now_ms();
-        let mut evicted = Vec::new();
-        {
-            let _gate = sh.gate.write().unwrap();
-            let out = sh.tracker.sweep(now_ms);
-            events.clear();
-            sh.tracker.take_events(&mut events, usize::MAX);
-            for e in &events {
-                if let Event::Evicted(id, reason) = *e {
-                    let w = &sh.writers[id.index() as usize];
-                    // SeqCst: read by the sampler under the gate's read lock.
-                    w.evicted.store(true, Ordering::SeqCst);
-                    let before = w.mode.swap(mode::EVICTED, Ordering::Relaxed);
-                    evicted.push((id.index(), reason, before));
-                }
-            }
-            let mut log = sh.sweeps.lock().unwrap();
-            log.sweeps += 1;
-            log.challenges += out.challenged as u64;
-            if let Some(last) = log.last_ms {
-                log.max_gap_ms = log.max_gap_ms.max(now_ms.saturating_sub(last));
-            }
-            log.last_ms = Some(now_ms);
-        }
-        for (i, reason, before) in evicted {
-            let w = &sh.writers[i as usize];
+    let sweeper = Sweeper {
+        tracker: &sh.tracker,
+        writers: &sh.writers,
+        gate: &sh.gate,
+        log: &sh.sweeps,
+        period_ms: sh.cfg.sweep_ms,
+        stop: &sh.stop_background,
+        now_ms: &|| sh.now_ms(),
+    };
+    sweeper.run(|now_ms, evicted| {
+        for e in evicted {
+            let w = &sh.writers[e.writer as usize];
             // The host invalidates the evicted writer: its buffer hands everything back (a
             // killed writer's buffer was stopped, and counted, at the kill).
             let report = w.buffer.stop(sh.clock.now());
-            if before != mode::KILLED {
+            if e.before != Mode::Killed {
                 counters
                     .handed_back_mid
                     .fetch_add(report.handed_back_count(), Ordering::Relaxed);
             }
-            sh.return_spill(w, counters);
-            let fault = sh.fault_of.get(&i).map(|&k| {
+            w.return_spill(&counters.returned);
+            let fault = sh.fault_of.get(&e.writer).map(|&k| {
                 let mut f = sh.faults.lock().unwrap();
-                f[k].evicted.get_or_insert((now_ms, reason));
+                f[k].evicted.get_or_insert((now_ms, e.reason));
                 f[k].planned.kind
             });
             sh.evictions.lock().unwrap().push(Eviction {
-                writer: i,
-                reason,
+                writer: e.writer,
+                reason: e.reason,
                 at_ms: now_ms,
                 fault,
             });
         }
-    }
+    });
 }
 
 /// One observer sample: the ack first, then the bound (see observer.rs).
