@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tidemark::Offset;
-use tidemark::batch::{Batch, BatchBuffer, BatchConfig, Clock, ManualClock, Poll, StopReport};
+use tidemark::batch::{Batch, BatchBuffer, BatchConfig, Clock, ManualClock, Poll};
 use tidemark_testkit::batch::{RefPoll, RefReport, ReferenceBatcher};
 
 #[derive(Clone, Debug)]
@@ -70,20 +70,6 @@ fn payload_of(id: u64, len: usize) -> Vec<u8> {
 
 fn payload_ok(id: u64, payload: &[u8]) -> bool {
     payload == payload_of(id, payload.len()).as_slice()
-}
-
-fn as_ref_report(r: &StopReport) -> RefReport {
-    RefReport {
-        accepted: r.accepted,
-        delivered: r.delivered,
-        failed: r.failed,
-        handed_back: r
-            .handed_back
-            .iter()
-            .map(|h| (h.message.offset.unwrap().tx, h.outcome_unknown))
-            .collect(),
-        unknown_batches: r.unknown_batches.iter().map(|b| b.get()).collect(),
-    }
 }
 
 fn run(config: BatchConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -151,7 +137,7 @@ fn run(config: BatchConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.begin_stop(deadline);
             }
             Op::PollStop => {
-                let real = buffer.poll_stop(now).map(|r| as_ref_report(&r));
+                let real = buffer.poll_stop(now).map(|r| RefReport::of(&r));
                 prop_assert_eq!(real, model.poll_stop(now));
             }
         }
@@ -163,7 +149,7 @@ fn run(config: BatchConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .poll_stop(now)
         .expect("a stop at its deadline finishes");
     let want = model.poll_stop(now).unwrap();
-    prop_assert_eq!(as_ref_report(&real), want);
+    prop_assert_eq!(RefReport::of(&real), want);
     for h in &real.handed_back {
         let id = h.message.offset.unwrap().tx;
         prop_assert!(

@@ -13,10 +13,10 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tidemark::Offset;
-use tidemark_testkit::batch::{RefPoll, RefReport, ReferenceBatcher};
 use tidemark::batch::{
-    Batch, BatchBuffer, BatchConfig, Clock, ManualClock, Message, Poll, PushRefusal, StopReport,
+    Batch, BatchBuffer, BatchConfig, Clock, ManualClock, Message, Poll, PushRefusal,
 };
+use tidemark_testkit::batch::{RefPoll, RefReport, ReferenceBatcher};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -44,20 +44,6 @@ struct Input {
 
 fn ids_of(b: &Batch) -> Vec<u64> {
     b.messages().iter().map(|m| m.offset.unwrap().tx).collect()
-}
-
-fn as_ref_report(r: &StopReport) -> RefReport {
-    RefReport {
-        accepted: r.accepted,
-        delivered: r.delivered,
-        failed: r.failed,
-        handed_back: r
-            .handed_back
-            .iter()
-            .map(|h| (h.message.offset.unwrap().tx, h.outcome_unknown))
-            .collect(),
-        unknown_batches: r.unknown_batches.iter().map(|b| b.get()).collect(),
-    }
 }
 
 /// The payload of message `id`: `len` bytes derived from the id, checked on the way out.
@@ -199,7 +185,7 @@ fuzz_target!(|input: Input| {
                 model.begin_stop(deadline);
             }
             Op::PollStop => {
-                let real = buffer.poll_stop(now).map(|r| as_ref_report(&r));
+                let real = buffer.poll_stop(now).map(|r| RefReport::of(&r));
                 assert_eq!(real, model.poll_stop(now), "poll_stop");
             }
         }
@@ -211,7 +197,7 @@ fuzz_target!(|input: Input| {
         .poll_stop(now)
         .expect("a stop at its deadline finishes");
     let want = model.poll_stop(now).expect("the model's stop finishes");
-    assert_eq!(as_ref_report(&real), want, "stop report");
+    assert_eq!(RefReport::of(&real), want, "stop report");
     assert_eq!(
         real.accepted,
         real.delivered + real.failed + real.handed_back_count(),

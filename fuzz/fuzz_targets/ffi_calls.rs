@@ -25,8 +25,8 @@ use std::ptr;
 use arbitrary::Arbitrary;
 use ffi::*;
 use libfuzzer_sys::fuzz_target;
-use tidemark_testkit::model::ExactModel;
 use tidemark::{DownClass, Event, EvictReason, Offset, TrackerError, WriterId};
+use tidemark_testkit::model::ExactModel;
 
 type S = tidemark_status;
 
@@ -953,7 +953,11 @@ impl Run {
                 };
                 if lie || !flags_ok {
                     assert_eq!(s, S::InvalidArgument, "a malformed packed push");
-                    assert_eq!((accepted, refusal), (usize::MAX, S::Panic), "nothing written");
+                    assert_eq!(
+                        (accepted, refusal),
+                        (usize::MAX, S::Panic),
+                        "nothing written"
+                    );
                     return;
                 }
                 assert_eq!(s, S::Ok, "push_packed");

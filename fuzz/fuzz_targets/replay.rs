@@ -17,8 +17,8 @@ use std::collections::{BTreeSet, HashMap};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tidemark_testkit::model::ExactModel;
 use tidemark::{DownClass, Event, Offset, WriterId};
+use tidemark_testkit::model::ExactModel;
 
 // What `cli/src/replay.rs` expects at its crate root (`crate::USAGE`, `crate::EXIT_USAGE`,
 // `crate::usage_error`), as in `cli/src/main.rs`; only its `main` uses them.

@@ -13,7 +13,7 @@
 //! - Capacity counts accepted messages that are not delivered, failed or handed back.
 use std::time::Duration;
 
-use tidemark::batch::{BatchConfig, FlushError, PushRefusal, Trigger};
+use tidemark::batch::{BatchConfig, FlushError, PushRefusal, StopReport, Trigger};
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -51,6 +51,28 @@ pub struct RefReport {
     pub handed_back: Vec<(u64, bool)>,
     /// Batches in flight at the deadline.
     pub unknown_batches: Vec<u64>,
+}
+
+impl RefReport {
+    /// The model's view of a real buffer's stop report, for messages that carry their model id
+    /// as `offset.tx` (the convention of the property tests and the fuzz target). Panics on a
+    /// handed-back message without an offset.
+    pub fn of(report: &StopReport) -> RefReport {
+        RefReport {
+            accepted: report.accepted,
+            delivered: report.delivered,
+            failed: report.failed,
+            handed_back: report
+                .handed_back
+                .iter()
+                .map(|h| {
+                    let id = h.message.offset.expect("model messages carry an offset").tx;
+                    (id, h.outcome_unknown)
+                })
+                .collect(),
+            unknown_batches: report.unknown_batches.iter().map(|b| b.get()).collect(),
+        }
+    }
 }
 
 /// The sequential model. See the module documentation.
