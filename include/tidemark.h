@@ -834,10 +834,11 @@ tidemark_status tidemark_tracker_new(const struct tidemark_tracker_options *opti
 void tidemark_tracker_free(struct tidemark_tracker *tracker);
 
 // Registers a new writer; on `OK`, `*out` receives its id. `CAPACITY` past `max_writers`.
-// Cost: usually a few hundred nanoseconds, but when every slot is taken the writer table adds
-// a segment as large as all earlier ones together (64, 64, 128, … slots) and initialises it in
-// this call: about 2 ms at 65 536 slots, proportionally more beyond. Set `expected_writers` to
-// allocate up front, or register from a thread that may block briefly (a BEAM dirty scheduler);
+// Cost: usually a few hundred nanoseconds, but when every allocated slot is taken the writer
+// table adds a segment twice as large as the last one (1 024, 2 048, 4 096, … slots), zeroed
+// by the allocator (large ones come as fresh pages, touched on first use), so the call enters
+// the allocator and possibly the kernel. Set `expected_writers` to allocate up front, or
+// register from a thread that may block briefly (a BEAM dirty scheduler);
 // `tidemark_tracker_register_if_allocated` registers only when no allocation is needed.
 //
 // # Safety
