@@ -7,7 +7,7 @@ defmodule Tidemark.BatchBuffer do
   Messages are binaries, or `{binary, offset}` with `offset = {tx, op}` (or `nil`). A batch's
   `messages` and a stop report's `handed_back_messages` are `{binary, offset | nil}`
   (`t:out_message/0`), which `push/2` and `push_many/2` take as they are: requeueing needs no
-  reshaping. (A stop report's `handed_back` keeps its first-release shape,
+  reshaping. (A stop report's `handed_back` also carries the outcome flag,
   `{payload, offset | nil, outcome_unknown?}`; see `stop/2`.)
 
   Every call is non-blocking on a normal scheduler except `flush/2` with a timeout and `stop/2`,
@@ -305,7 +305,7 @@ defmodule Tidemark.BatchBuffer do
 
   with `accepted == delivered + failed + handed_back_count`. `outcome_unknown?` is true for
   each handed-back message whose batch was still in flight at the deadline (the sink may have
-  stored it). `handed_back_messages` and `outcome_unknown` (added after the first release) are
+  stored it). `handed_back_messages` and `outcome_unknown` are
   `handed_back` split in two, same order: requeue into another buffer with
   `push_many(other, report.handed_back_messages)`, no reshaping. Every caller gets the same
   report.
