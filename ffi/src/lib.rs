@@ -13,7 +13,6 @@
 //! Layout: `boundary` (the macros every export's body is one call of), `cast` (the only module that
 //! turns raw pointers into references or boxes), `types` (the `#[repr(C)]` types), `tracker`
 //! and `batch` (the exports).
-#![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_camel_case_types)]
 
 #[macro_use]

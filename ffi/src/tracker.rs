@@ -38,10 +38,6 @@ pub(crate) unsafe fn tracker<'a>(
     unsafe { cast::borrow::<Arc<Tracker>>(t) }
 }
 
-fn check(r: Result<(), tidemark_core::TrackerError>) -> Result<(), tidemark_status> {
-    r.map_err(|e| tracker_status(&e))
-}
-
 /// Fills `*out` with the default options: no initial ack, no writer slots allocated up front
 /// (they grow in doubling segments), at most `UINT32_MAX` writers, a 60 000 ms grace period,
 /// 65 536 queued events.
@@ -183,7 +179,7 @@ pub unsafe extern "C" fn tidemark_tracker_unregister(
     boundary!({
         // SAFETY: C contract.
         let t = unsafe { self::tracker(tracker)? };
-        check(t.unregister(WriterId::from_raw(writer)))
+        Ok(t.unregister(WriterId::from_raw(writer))?)
     })
 }
 
@@ -254,7 +250,7 @@ pub unsafe extern "C" fn tidemark_tracker_commit(
             owned = ids.iter().map(|&w| WriterId::from_raw(w)).collect();
             &owned
         };
-        check(t.commit(offset.into(), ids, now_ms))
+        Ok(t.commit(offset.into(), ids, now_ms)?)
     })
 }
 
@@ -276,7 +272,7 @@ pub unsafe extern "C" fn tidemark_tracker_flushed(
     boundary!({
         // SAFETY: C contract.
         let t = unsafe { self::tracker(tracker)? };
-        check(t.flushed(WriterId::from_raw(writer), offset.into(), now_ms))
+        Ok(t.flushed(WriterId::from_raw(writer), offset.into(), now_ms)?)
     })
 }
 
@@ -343,7 +339,7 @@ pub unsafe extern "C" fn tidemark_tracker_remove(
     boundary!({
         // SAFETY: C contract.
         let t = unsafe { self::tracker(tracker)? };
-        check(t.remove(WriterId::from_raw(writer)))
+        Ok(t.remove(WriterId::from_raw(writer))?)
     })
 }
 
@@ -633,7 +629,7 @@ pub unsafe extern "C" fn tidemark_tracker_down(
             c if c == tidemark_down_class::Teardown as u32 => DownClass::Teardown,
             _ => return Err(tidemark_status::InvalidArgument),
         };
-        check(t.down(WriterId::from_raw(writer), class, now_ms))
+        Ok(t.down(WriterId::from_raw(writer), class, now_ms)?)
     })
 }
 
@@ -651,7 +647,7 @@ pub unsafe extern "C" fn tidemark_tracker_touch(
     boundary!({
         // SAFETY: C contract.
         let t = unsafe { self::tracker(tracker)? };
-        check(t.touch(WriterId::from_raw(writer), now_ms))
+        Ok(t.touch(WriterId::from_raw(writer), now_ms)?)
     })
 }
 
@@ -668,7 +664,7 @@ pub unsafe extern "C" fn tidemark_tracker_pause(
     boundary!({
         // SAFETY: C contract.
         let t = unsafe { self::tracker(tracker)? };
-        check(t.pause(WriterId::from_raw(writer)))
+        Ok(t.pause(WriterId::from_raw(writer))?)
     })
 }
 
@@ -685,7 +681,7 @@ pub unsafe extern "C" fn tidemark_tracker_resume(
     boundary!({
         // SAFETY: C contract.
         let t = unsafe { self::tracker(tracker)? };
-        check(t.resume(WriterId::from_raw(writer), now_ms))
+        Ok(t.resume(WriterId::from_raw(writer), now_ms)?)
     })
 }
 
