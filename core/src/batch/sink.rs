@@ -96,16 +96,29 @@ pub(super) struct Counters {
     pub(super) requeued: u64,
     pub(super) handed_back: u64,
     pub(super) late_acks: u64,
-    pub(super) by_trigger: [u64; 5],
+    pub(super) by_trigger: TriggerCounts,
 }
 
-fn trigger_index(t: Trigger) -> usize {
-    match t {
-        Trigger::Count => 0,
-        Trigger::Bytes => 1,
-        Trigger::Linger => 2,
-        Trigger::Flush => 3,
-        Trigger::Stop => 4,
+/// Batches emitted, by the trigger that sent them.
+#[derive(Debug, Default)]
+pub(super) struct TriggerCounts {
+    count: u64,
+    bytes: u64,
+    linger: u64,
+    flush: u64,
+    stop: u64,
+}
+
+impl TriggerCounts {
+    fn bump(&mut self, t: Trigger) {
+        let n = match t {
+            Trigger::Count => &mut self.count,
+            Trigger::Bytes => &mut self.bytes,
+            Trigger::Linger => &mut self.linger,
+            Trigger::Flush => &mut self.flush,
+            Trigger::Stop => &mut self.stop,
+        };
+        *n += 1;
     }
 }
 
@@ -322,7 +335,7 @@ impl Sink {
         flush(&mut data, &mut run);
         debug_assert_eq!(data.payload.len() as u64, bytes);
         self.ready_bytes -= bytes;
-        self.counters.by_trigger[trigger_index(trigger)] += 1;
+        self.counters.by_trigger.bump(trigger);
         let id = self.next_batch_id;
         self.next_batch_id += 1;
         let data = Arc::new(data);
@@ -493,11 +506,11 @@ impl Sink {
     pub(super) fn stats(&self) -> BatchStats {
         let c = &self.counters;
         BatchStats {
-            batches_by_count: c.by_trigger[0],
-            batches_by_bytes: c.by_trigger[1],
-            batches_by_linger: c.by_trigger[2],
-            batches_by_flush: c.by_trigger[3],
-            batches_by_stop: c.by_trigger[4],
+            batches_by_count: c.by_trigger.count,
+            batches_by_bytes: c.by_trigger.bytes,
+            batches_by_linger: c.by_trigger.linger,
+            batches_by_flush: c.by_trigger.flush,
+            batches_by_stop: c.by_trigger.stop,
             delivered: c.delivered,
             failed: c.failed,
             requeued: c.requeued,

@@ -97,7 +97,25 @@ struct Counters {
     ack_advances: SoloCounter,
     removes: AtomicU64,
     challenges: AtomicU64,
-    evicted: [AtomicU64; 3],
+    evicted: EvictionCounts,
+}
+
+/// Evictions by reason (statistics, Relaxed).
+#[derive(Default)]
+struct EvictionCounts {
+    crashed: AtomicU64,
+    orphaned: AtomicU64,
+    stalled: AtomicU64,
+}
+
+impl EvictionCounts {
+    fn of(&self, reason: EvictReason) -> &AtomicU64 {
+        match reason {
+            EvictReason::Crashed => &self.crashed,
+            EvictReason::Orphaned => &self.orphaned,
+            EvictReason::Stalled => &self.stalled,
+        }
+    }
 }
 
 /// Work counters: what calls did to the log, for tests that prove the per-call bound.

@@ -428,7 +428,10 @@ impl Tracker {
 
     fn count_eviction(&self, reason: EvictReason) {
         // Relaxed: statistics.
-        self.counters.evicted[reason.to_u8() as usize - 1].fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .evicted
+            .of(reason)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// CAS the cell to evicted. Fails if the id is no longer registered (or already evicted).
