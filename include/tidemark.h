@@ -223,6 +223,40 @@ typedef struct tidemark_batch_config {
   tidemark_writer_id link_writer;
 } tidemark_batch_config;
 
+// Counters and gauges of a batch buffer, from `tidemark_batch_buffer_stats`.
+typedef struct tidemark_batch_buffer_counters {
+  // Messages accepted.
+  uint64_t accepted;
+  // Pushes refused because the buffer was full.
+  uint64_t rejected_full;
+  // Pushes refused while stopping.
+  uint64_t rejected_stopping;
+  // Pushes refused after close.
+  uint64_t rejected_closed;
+  // Pushes refused as too large.
+  uint64_t rejected_too_large;
+  // Batches emitted (any trigger).
+  uint64_t batches;
+  // Messages delivered (in acked batches).
+  uint64_t delivered;
+  // Messages failed (nacked without requeue).
+  uint64_t failed;
+  // Messages requeued by nacks.
+  uint64_t requeued;
+  // Messages handed back by a stop.
+  uint64_t handed_back;
+  // Messages buffered, not yet handed out.
+  uint64_t queued_messages;
+  // Payload bytes buffered, not yet handed out.
+  uint64_t queued_bytes;
+  // Batches handed out and not yet acked or nacked.
+  uint64_t in_flight_batches;
+  // Messages in those batches.
+  uint64_t in_flight_messages;
+  // Acks whose report to the linked tracker failed.
+  uint64_t link_errors;
+} tidemark_batch_buffer_counters;
+
 // A position in the source log, ordered by `tx` then `op`. A commit is handed to the tracker
 // with its last offset; the ack is a `tx`.
 typedef struct tidemark_offset {
@@ -264,39 +298,33 @@ typedef struct tidemark_msg_desc {
 // it was registered with.
 typedef void (*tidemark_notify_fn)(void *ctx);
 
-// Counters and gauges of a batch buffer, from `tidemark_batch_buffer_stats`.
-typedef struct tidemark_batch_buffer_counters {
-  // Messages accepted.
+// The counts of a stop report, from `tidemark_stop_report_counts`. They balance:
+// `accepted == delivered + failed + handed_back`.
+typedef struct tidemark_stop_counts {
+  // Messages the buffer ever accepted.
   uint64_t accepted;
-  // Pushes refused because the buffer was full.
-  uint64_t rejected_full;
-  // Pushes refused while stopping.
-  uint64_t rejected_stopping;
-  // Pushes refused after close.
-  uint64_t rejected_closed;
-  // Pushes refused as too large.
-  uint64_t rejected_too_large;
-  // Batches emitted (any trigger).
-  uint64_t batches;
-  // Messages delivered (in acked batches).
+  // Messages delivered (acked).
   uint64_t delivered;
   // Messages failed (nacked without requeue).
   uint64_t failed;
-  // Messages requeued by nacks.
-  uint64_t requeued;
-  // Messages handed back by a stop.
+  // Messages handed back (read them with `tidemark_stop_report_handed_back`).
   uint64_t handed_back;
-  // Messages buffered, not yet handed out.
-  uint64_t queued_messages;
-  // Payload bytes buffered, not yet handed out.
-  uint64_t queued_bytes;
-  // Batches handed out and not yet acked or nacked.
-  uint64_t in_flight_batches;
-  // Messages in those batches.
-  uint64_t in_flight_messages;
-  // Acks whose report to the linked tracker failed.
-  uint64_t link_errors;
-} tidemark_batch_buffer_counters;
+  // Of those, messages whose batch was in flight at the deadline: the sink may or may not
+  // have stored them (outcome unknown).
+  uint64_t in_flight_unknown;
+  // Batches in flight at the deadline.
+  uint64_t unknown_batches;
+  // Whether the deadline passed before everything was resolved.
+  bool timed_out;
+} tidemark_stop_counts;
+
+// A message handed back by a stop.
+typedef struct tidemark_handed_back {
+  // The message (its bytes are owned by the report).
+  struct tidemark_message message;
+  // It was in a batch still in flight at the deadline: the sink may have stored it.
+  bool outcome_unknown;
+} tidemark_handed_back;
 
 // A batch's summary, from `tidemark_batch_info`.
 typedef struct tidemark_batch_summary {
@@ -328,34 +356,6 @@ typedef struct tidemark_batch_view {
   // Number of messages.
   size_t len;
 } tidemark_batch_view;
-
-// The counts of a stop report, from `tidemark_stop_report_counts`. They balance:
-// `accepted == delivered + failed + handed_back`.
-typedef struct tidemark_stop_counts {
-  // Messages the buffer ever accepted.
-  uint64_t accepted;
-  // Messages delivered (acked).
-  uint64_t delivered;
-  // Messages failed (nacked without requeue).
-  uint64_t failed;
-  // Messages handed back (read them with `tidemark_stop_report_handed_back`).
-  uint64_t handed_back;
-  // Of those, messages whose batch was in flight at the deadline: the sink may or may not
-  // have stored them (outcome unknown).
-  uint64_t in_flight_unknown;
-  // Batches in flight at the deadline.
-  uint64_t unknown_batches;
-  // Whether the deadline passed before everything was resolved.
-  bool timed_out;
-} tidemark_stop_counts;
-
-// A message handed back by a stop.
-typedef struct tidemark_handed_back {
-  // The message (its bytes are owned by the report).
-  struct tidemark_message message;
-  // It was in a batch still in flight at the deadline: the sink may have stored it.
-  bool outcome_unknown;
-} tidemark_handed_back;
 
 // Options for `tidemark_tracker_new`; fill with `tidemark_tracker_options_default` first, then
 // change fields.
@@ -526,6 +526,14 @@ tidemark_status tidemark_batch_buffer_new(const struct tidemark_batch_config *co
 // # Safety
 // - `buffer` is NULL or a live batch buffer handle that no other call uses during or after this one.
 void tidemark_batch_buffer_free(struct tidemark_batch_buffer *buffer);
+
+// On `OK`, `*out` receives the buffer's counters and gauges.
+//
+// # Safety
+// - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).
+// - `out` is NULL or points to writable memory for one `tidemark_batch_buffer_counters`.
+tidemark_status tidemark_batch_buffer_stats(const struct tidemark_batch_buffer *buffer,
+                                            struct tidemark_batch_buffer_counters *out);
 
 // Accepts a copy of `*message` without blocking. The caller keeps its bytes in every case.
 // `FULL` (retry later), `STOPPING`, `CLOSED`, `TOO_LARGE` (above `capacity_bytes`): the
@@ -714,13 +722,34 @@ tidemark_status tidemark_batch_buffer_begin_stop(const struct tidemark_batch_buf
 tidemark_status tidemark_batch_buffer_poll_stop(const struct tidemark_batch_buffer *buffer,
                                                 struct tidemark_stop_report **out_report);
 
-// On `OK`, `*out` receives the buffer's counters and gauges.
+// On `OK`, `*out` receives the report's counts.
 //
 // # Safety
-// - `buffer` is NULL or a live batch buffer handle (not freed, and not freed during the call).
-// - `out` is NULL or points to writable memory for one `tidemark_batch_buffer_counters`.
-tidemark_status tidemark_batch_buffer_stats(const struct tidemark_batch_buffer *buffer,
-                                            struct tidemark_batch_buffer_counters *out);
+// - `report` is NULL or a live stop report handle (not freed, and not freed during the call).
+// - `out` is NULL or points to writable memory for one `tidemark_stop_counts`.
+tidemark_status tidemark_stop_report_counts(const struct tidemark_stop_report *report,
+                                            struct tidemark_stop_counts *out);
+
+// Fills `out` with handed-back messages `start..start + k` in their original order, where `k`
+// is the smaller of `cap` and what is left; on `OK`, `*out_n` receives `k` (0 past the end).
+// Page through with increasing `start`. The views point into the report: valid until it is
+// released. `out` may be NULL when `cap` is 0.
+//
+// # Safety
+// - `report` is NULL or a live stop report handle (not freed, and not freed during the call).
+// - `out` is NULL or points to `cap` writable `tidemark_handed_back`, untouched by others during the call (may be NULL when `cap` is 0).
+// - `out_n` is NULL or points to writable memory for one `usize`.
+tidemark_status tidemark_stop_report_handed_back(const struct tidemark_stop_report *report,
+                                                 size_t start,
+                                                 struct tidemark_handed_back *out,
+                                                 size_t cap,
+                                                 size_t *out_n);
+
+// Releases a stop report (and the handed-back bytes it owns). NULL is a no-op.
+//
+// # Safety
+// - `report` is NULL or a live stop report handle that no other call uses during or after this one.
+void tidemark_stop_report_free(struct tidemark_stop_report *report);
 
 // On `OK`, `*out` receives the batch's summary.
 //
@@ -777,35 +806,6 @@ tidemark_status tidemark_batch_copy_payloads(const struct tidemark_batch *batch,
 // # Safety
 // - `batch` is NULL or a live batch handle that no other call uses during or after this one.
 void tidemark_batch_free(struct tidemark_batch *batch);
-
-// On `OK`, `*out` receives the report's counts.
-//
-// # Safety
-// - `report` is NULL or a live stop report handle (not freed, and not freed during the call).
-// - `out` is NULL or points to writable memory for one `tidemark_stop_counts`.
-tidemark_status tidemark_stop_report_counts(const struct tidemark_stop_report *report,
-                                            struct tidemark_stop_counts *out);
-
-// Fills `out` with handed-back messages `start..start + k` in their original order, where `k`
-// is the smaller of `cap` and what is left; on `OK`, `*out_n` receives `k` (0 past the end).
-// Page through with increasing `start`. The views point into the report: valid until it is
-// released. `out` may be NULL when `cap` is 0.
-//
-// # Safety
-// - `report` is NULL or a live stop report handle (not freed, and not freed during the call).
-// - `out` is NULL or points to `cap` writable `tidemark_handed_back`, untouched by others during the call (may be NULL when `cap` is 0).
-// - `out_n` is NULL or points to writable memory for one `usize`.
-tidemark_status tidemark_stop_report_handed_back(const struct tidemark_stop_report *report,
-                                                 size_t start,
-                                                 struct tidemark_handed_back *out,
-                                                 size_t cap,
-                                                 size_t *out_n);
-
-// Releases a stop report (and the handed-back bytes it owns). NULL is a no-op.
-//
-// # Safety
-// - `report` is NULL or a live stop report handle that no other call uses during or after this one.
-void tidemark_stop_report_free(struct tidemark_stop_report *report);
 
 // Fills `*out` with the default options: no initial ack, no writer slots allocated up front
 // (they grow in doubling segments), at most `UINT32_MAX` writers, a 60 000 ms grace period,

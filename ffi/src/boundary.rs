@@ -314,11 +314,19 @@ mod tests {
     #[test]
     fn every_export_goes_through_the_boundary() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files: Vec<_> = std::fs::read_dir(dir.join("src"))
-            .expect("ffi/src is readable")
-            .map(|e| e.expect("a directory entry").path())
-            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
-            .collect();
+        // Every `.rs` file below ffi/src, subdirectories included.
+        let mut files = Vec::new();
+        let mut dirs = vec![dir.join("src")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("ffi/src is readable") {
+                let p = e.expect("a directory entry").path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
         files.sort();
         assert!(
             files.len() >= 6,
