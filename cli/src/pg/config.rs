@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::duration;
-use crate::pipeline_common::flags::{self, Args, CommonFlags, Flags};
+use crate::pipeline_common::flags::{self, Args, Common, Flags};
 
 /// The local cluster of `scripts/pg.sh` (port `TIDEMARK_PG_PORT`, default 54329).
 pub(crate) const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:54329/postgres";
@@ -84,10 +84,6 @@ pub(crate) struct Config {
     pub publication: String,
     /// Which tracker acknowledges.
     pub tracker: TrackerKind,
-    /// How long the load generator writes.
-    pub duration: Duration,
-    /// Writers (each with its own batch buffer and store file).
-    pub writers: usize,
     /// Rows inserted or updated per second.
     pub rate: u64,
     /// Keys per writer (row ids `0..writers * keys`; writer = id mod writers).
@@ -98,28 +94,12 @@ pub(crate) struct Config {
     pub row_bytes: usize,
     /// Faults, in order.
     pub faults: Vec<FaultSpec>,
-    /// Stall grace period `G` (ms).
-    pub grace_ms: u64,
-    /// Sweep period `P` (ms).
-    pub sweep_ms: u64,
-    /// Worker threads storing batches.
-    pub workers: usize,
     /// Storage latency per batch (ms).
     pub latency_ms: u64,
-    /// Storage latency per batch of a slow writer (ms).
-    pub slow_ms: u64,
     /// fsync every append.
     pub fsync: bool,
-    /// Batch linger (ms).
-    pub linger_ms: u64,
-    /// Messages per batch.
-    pub max_batch: usize,
-    /// Buffer capacity per writer (messages).
-    pub capacity: usize,
     /// Standby status update interval (ms).
     pub status_ms: u64,
-    /// Seed of every random choice.
-    pub seed: u64,
     /// Where the stores go (default: a fresh temp dir, removed at the end).
     pub store_dir: Option<PathBuf>,
     /// Keep the store directory.
@@ -127,15 +107,11 @@ pub(crate) struct Config {
     /// Keep the slot when this run created it (it is dropped by default: a leftover slot
     /// retains WAL forever).
     pub keep_slot: bool,
-    /// SVG chart path.
-    pub chart: Option<PathBuf>,
     /// Top of the chart's retained-WAL axis (MiB; default: the run's peak), so that two
     /// charts can share a scale.
     pub chart_max_mib: Option<f64>,
-    /// JSON report.
-    pub json: bool,
-    /// Live progress (only on a terminal).
-    pub progress: bool,
+    /// The flags both commands take.
+    pub common: Common,
 }
 
 impl Default for Config {
@@ -145,8 +121,6 @@ impl Default for Config {
             slot: "tidemark".to_owned(),
             publication: "tidemark".to_owned(),
             tracker: TrackerKind::Tidemark,
-            duration: Duration::from_secs(20),
-            writers: 1_000,
             rate: 2_000,
             keys_per_writer: 8,
             noise: 0.1,
@@ -165,24 +139,28 @@ impl Default for Config {
                     at_ms: None,
                 },
             ],
-            grace_ms: 2_000,
-            sweep_ms: 200,
-            workers: 2,
             latency_ms: 5,
-            slow_ms: 300,
             fsync: false,
-            linger_ms: 5,
-            max_batch: 64,
-            capacity: 256,
             status_ms: 100,
-            seed: 1,
             store_dir: None,
             keep_store: false,
             keep_slot: false,
-            chart: None,
             chart_max_mib: None,
-            json: false,
-            progress: true,
+            common: Common {
+                duration: Duration::from_secs(20),
+                writers: 1_000,
+                grace_ms: 2_000,
+                sweep_ms: 200,
+                seed: 1,
+                workers: 2,
+                slow_ms: 300,
+                linger_ms: 5,
+                max_batch: 64,
+                capacity: 256,
+                chart: None,
+                json: false,
+                progress: true,
+            },
         }
     }
 }
@@ -192,7 +170,7 @@ impl Config {
     /// the run on, one every [`Config::fault_spacing_ms`] when they all fit before 70 % of it
     /// (so that each kill or wedge is resolved before the next), else spread over 20–60 %.
     pub(crate) fn fault_times(&self) -> Vec<u64> {
-        let total = self.duration.as_millis() as u64;
+        let total = self.common.duration.as_millis() as u64;
         let n = self.faults.len().max(1) as u64;
         let spread = (total * 2 / 5) / n;
         let gap = self.fault_spacing_ms().max(spread);
@@ -211,7 +189,7 @@ impl Config {
     /// The time a kill or a wedge needs to resolve: its detection bound `G + 2P` plus 1.5 s
     /// for the slot to follow.
     pub(crate) fn fault_spacing_ms(&self) -> u64 {
-        self.grace_ms + 2 * self.sweep_ms + 1_500
+        self.common.grace_ms + 2 * self.common.sweep_ms + 1_500
     }
 }
 
@@ -262,22 +240,8 @@ flags (defaults in brackets):
 impl Flags for Config {
     const CMD: &'static str = "pg";
 
-    fn common(&mut self) -> CommonFlags<'_> {
-        CommonFlags {
-            duration: &mut self.duration,
-            writers: &mut self.writers,
-            grace_ms: &mut self.grace_ms,
-            sweep_ms: &mut self.sweep_ms,
-            seed: &mut self.seed,
-            workers: &mut self.workers,
-            slow_ms: &mut self.slow_ms,
-            linger_ms: &mut self.linger_ms,
-            max_batch: &mut self.max_batch,
-            capacity: &mut self.capacity,
-            chart: &mut self.chart,
-            json: &mut self.json,
-            progress: &mut self.progress,
-        }
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
     }
 
     fn own(&mut self, flag: &str, a: &mut Args<'_>) -> Result<bool, String> {
@@ -323,7 +287,7 @@ impl Flags for Config {
         let c = self;
         let own_first = [
             (
-                c.writers >= 1 && c.writers <= 100_000,
+                c.common.writers >= 1 && c.common.writers <= 100_000,
                 "--writers must be in 1..=100000",
             ),
             (
@@ -338,19 +302,18 @@ impl Flags for Config {
                 "--status-ms must be in 1..=10000",
             ),
             (
-                c.faults.len() <= c.writers,
+                c.faults.len() <= c.common.writers,
                 "--faults: at most one fault per writer",
             ),
         ];
-        let shared =
-            flags::pipeline_checks(c.workers, c.grace_ms, c.sweep_ms, c.max_batch, c.capacity);
+        let shared = flags::pipeline_checks(&c.common);
         flags::check(
             Self::CMD,
             own_first.into_iter().chain(shared).chain(own_last),
-            c.duration,
+            c.common.duration,
             Duration::from_millis(500),
         )?;
-        let total = c.duration.as_millis() as u64;
+        let total = c.common.duration.as_millis() as u64;
         if c.faults.iter().any(|f| f.at_ms.is_some_and(|t| t >= total)) {
             return Err("pg: --faults: every fault time must be within --duration".into());
         }
@@ -418,9 +381,12 @@ mod tests {
         .unwrap() else {
             panic!("expected a run")
         };
-        assert_eq!(c.duration, Duration::from_secs(5));
+        assert_eq!(c.common.duration, Duration::from_secs(5));
         assert_eq!(c.tracker, TrackerKind::Electric);
-        assert_eq!(c.sweep_ms, 50, "sweep period follows the grace period");
+        assert_eq!(
+            c.common.sweep_ms, 50,
+            "sweep period follows the grace period"
+        );
         assert_eq!(
             c.faults,
             vec![

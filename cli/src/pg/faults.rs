@@ -31,8 +31,8 @@ pub(crate) struct Planned {
 
 /// Plans the configured faults on distinct writers.
 pub(crate) fn plan(cfg: &Config) -> Vec<Planned> {
-    let mut rng = Rng::new(cfg.seed, 7);
-    let mut targets = Targets::new(cfg.writers);
+    let mut rng = Rng::new(cfg.common.seed, 7);
+    let mut targets = Targets::new(cfg.common.writers);
     let mut out: Vec<Planned> = cfg
         .faults
         .iter()

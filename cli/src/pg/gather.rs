@@ -42,14 +42,15 @@ pub(crate) fn report(
 
     let wal_bytes = load.wal.1.saturating_sub(load.wal.0);
     let wal_rate = wal_bytes as f64 / load.elapsed_s.max(1e-9);
-    let threshold = ((wal_rate * cfg.grace_ms as f64 / 1000.0 * THRESHOLD_GRACE_FRACTION) as i64)
+    let threshold = ((wal_rate * cfg.common.grace_ms as f64 / 1000.0 * THRESHOLD_GRACE_FRACTION)
+        as i64)
         .max(MIN_THRESHOLD);
     // The deadline after the detection bound: the acker's poll, one status interval, one sample
     // period, and a fixed margin for a loaded machine (docs/PG.md).
     let slack_ms = SLACK_MARGIN_MS + cfg.status_ms + SAMPLE_EVERY.as_millis() as u64;
 
-    let sweeps = sh.sweeps.lock().unwrap().clone();
-    let p_eff = cfg.sweep_ms.max(sweeps.max_gap_ms);
+    let sweeps = sh.host.sweeps.lock().unwrap().clone();
+    let p_eff = cfg.common.sweep_ms.max(sweeps.max_gap_ms);
     let evictions = sh.evictions.lock().unwrap().clone();
     let records = sh.faults.lock().unwrap().clone();
     let faults: Vec<FaultOutcome> = records
@@ -73,6 +74,7 @@ pub(crate) fn report(
         st.evicted_crashed + st.evicted_orphaned + st.evicted_stalled
     });
     let marked_evicted = sh
+        .host
         .writers
         .iter()
         .filter(|w| w.evicted.load(Ordering::SeqCst))
@@ -87,7 +89,7 @@ pub(crate) fn report(
     }
     let retained = percentiles(samples.iter().map(|s| s.slot.retained).collect());
     let errors = sh.errors.lock().unwrap().clone();
-    let sum = |f: fn(&WorkerCounters) -> &std::sync::atomic::AtomicU64| sh.work_sum(f);
+    let sum = |f: fn(&WorkerCounters) -> &std::sync::atomic::AtomicU64| sh.host.work_sum(f);
     let d = &sh.disp;
     Report {
         config: cfg.clone(),
@@ -163,21 +165,21 @@ fn messages(sh: &Shared) -> Messages {
         ..Messages::default()
     };
     let end = WorkerCounters::default();
-    let now = sh.clock.now();
-    for w in &sh.writers {
+    let now = sh.host.clock.now();
+    for w in &sh.host.writers {
         w.return_spill(&end.returned);
         let r = w.buffer.stop(now);
         m.add(&r, w.mode.load().live());
     }
     m.returned = sh.disp.returned.load(Ordering::Relaxed)
-        + sh.work_sum(|c| &c.returned)
+        + sh.host.work_sum(|c| &c.returned)
         + end.returned.load(Ordering::Relaxed);
     m
 }
 
 /// Reads every store back and compares it with the stream and the load generator's log.
 fn store_check(sh: &Shared, load: &LoadLog, final_confirmed: u64) -> StoreCheck {
-    let n = sh.cfg.writers;
+    let n = sh.cfg.common.writers;
     let mut st = StoreCheck::default();
     let mut stored: Vec<HashSet<(u64, Row)>> = Vec::with_capacity(n);
     let mut rows_of: Vec<HashSet<Row>> = Vec::with_capacity(n);
@@ -199,11 +201,17 @@ fn store_check(sh: &Shared, load: &LoadLog, final_confirmed: u64) -> StoreCheck 
         }
     }
     let evicted: Vec<bool> = sh
+        .host
         .writers
         .iter()
         .map(|w| w.evicted.load(Ordering::SeqCst))
         .collect();
-    let alive: Vec<bool> = sh.writers.iter().map(|w| w.mode.load().live()).collect();
+    let alive: Vec<bool> = sh
+        .host
+        .writers
+        .iter()
+        .map(|w| w.mode.load().live())
+        .collect();
     // Every change at or below the final confirmed position (a commit is confirmed when its
     // end is) must be in the store of every writer it went to, unless that writer was evicted.
     let commits = sh.commits.lock().unwrap();
@@ -277,8 +285,8 @@ fn fault_outcome(sh: &Shared, record: Record, w: &Window<'_>) -> FaultOutcome {
     let cfg = &sh.cfg;
     let kind = record.planned.kind;
     let k = kind.bound_sweeps();
-    let bound_nominal_ms = cfg.grace_ms + k * cfg.sweep_ms;
-    let bound_ms = cfg.grace_ms + k * p_eff;
+    let bound_nominal_ms = cfg.common.grace_ms + k * cfg.common.sweep_ms;
+    let bound_ms = cfg.common.grace_ms + k * p_eff;
     let recover_deadline_ms = bound_ms + slack_ms;
     let detect_ms = match (record.anchor_ms, record.evicted) {
         (Some(a), Some((e, _))) => Some(e.saturating_sub(a)),

@@ -64,8 +64,8 @@ pub(crate) async fn run(
         fence: Err("not written".into()),
         checkpoint: Err("not run".into()),
     };
-    let mut rng = Rng::new(cfg.seed, 3);
-    let keys = cfg.writers as u64 * cfg.keys_per_writer;
+    let mut rng = Rng::new(cfg.common.seed, 3);
+    let keys = cfg.common.writers as u64 * cfg.keys_per_writer;
     let mut versions: HashMap<(u8, i64), i64> = HashMap::new();
     let payload: String = "x".repeat(cfg.row_bytes);
     log.wal.0 = sql::current_lsn(&client).await.unwrap_or(0);
@@ -93,7 +93,8 @@ pub(crate) async fn run(
             rows.clear();
             let anchors = std::mem::take(&mut *sh.anchor_requests.lock().unwrap());
             for w in &anchors {
-                let id = *w as i64 + cfg.writers as i64 * rng.below(cfg.keys_per_writer) as i64;
+                let id =
+                    *w as i64 + cfg.common.writers as i64 * rng.below(cfg.keys_per_writer) as i64;
                 push_row(&mut rows, rng.below(2) as u8, id);
             }
             log.anchors += anchors.len() as u64;

@@ -90,7 +90,8 @@ fn run_on(rt: &Runtime, cfg: &Config, target: &Target, setup: &Setup) -> Result<
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let source = source::Source::new(cfg)?;
     let records: Vec<Record> = faults::plan(cfg).into_iter().map(Record::new).collect();
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..cfg.workers).map(|_| mpsc::channel()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..cfg.common.workers).map(|_| mpsc::channel()).unzip();
     let sh = Arc::new(Shared::new(
         cfg.clone(),
         clock,
@@ -123,7 +124,8 @@ fn run_on(rt: &Runtime, cfg: &Config, target: &Target, setup: &Setup) -> Result<
     let (sample_stop, sample_stop_rx) = watch::channel(false);
     let (load_stop, load_stop_rx) = watch::channel(false);
 
-    let mut progress = Progress::new(cfg.progress && !cfg.json && std::io::stdout().is_terminal());
+    let mut progress =
+        Progress::new(cfg.common.progress && !cfg.common.json && std::io::stdout().is_terminal());
     let times: Vec<(u64, usize)> = {
         let f = sh.faults.lock().unwrap();
         f.iter()
@@ -139,7 +141,7 @@ fn run_on(rt: &Runtime, cfg: &Config, target: &Target, setup: &Setup) -> Result<
             .into_iter()
             .enumerate()
             .map(|(k, rx)| {
-                s.spawn(move || Worker::new(shr.shard_of(k), FileSink::new(shr, k)).run(rx))
+                s.spawn(move || Worker::new(shr.host.shard_of(k), FileSink::new(shr, k)).run(rx))
             })
             .collect();
         let acker = s.spawn(|| pipeline::acker(shr));
@@ -153,7 +155,7 @@ fn run_on(rt: &Runtime, cfg: &Config, target: &Target, setup: &Setup) -> Result<
 
         // Faults on schedule, progress, until the duration is over (or the stream died).
         let load_start = Instant::now();
-        let duration_ms = cfg.duration.as_millis() as u64;
+        let duration_ms = cfg.common.duration.as_millis() as u64;
         let mut next = 0;
         loop {
             let elapsed = load_start.elapsed().as_millis() as u64;
@@ -200,7 +202,8 @@ fn run_on(rt: &Runtime, cfg: &Config, target: &Target, setup: &Setup) -> Result<
             let wait = if pinned_for_good {
                 Duration::from_secs(1)
             } else {
-                Duration::from_millis(cfg.grace_ms + 2 * cfg.sweep_ms) + Duration::from_secs(3)
+                Duration::from_millis(cfg.common.grace_ms + 2 * cfg.common.sweep_ms)
+                    + Duration::from_secs(3)
             };
             let until = Instant::now() + wait;
             while sh.source.ack().is_none_or(|a| a < lsn) && Instant::now() < until {
@@ -237,7 +240,7 @@ fn run_on(rt: &Runtime, cfg: &Config, target: &Target, setup: &Setup) -> Result<
         let observer = rt
             .block_on(sampler)
             .map_err(|e| format!("sampler task: {e}"))??;
-        sh.stop_background.store(true, Ordering::Relaxed);
+        sh.host.stop_background.store(true, Ordering::Relaxed);
         acker.join().map_err(|_| "the acker panicked".to_owned())?;
         sweeper
             .join()

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidemark::batch::{Clock, Message};
@@ -32,11 +32,10 @@ use super::source::{CommitError, Source};
 use super::sql::FENCE_PREFIX;
 use super::store::{self, Store};
 use super::stream::StreamEvent;
-use crate::pipeline_common::sweep::{SweepLog, Sweeper};
-use crate::pipeline_common::worker::{self, Shard};
-use crate::pipeline_common::writer::{
-    self, BufferShape, HostWriter, Mode, Offered, counter_sum, flush_notify,
-};
+use crate::pipeline_common::host::Host;
+use crate::pipeline_common::sweep::Sweeper;
+use crate::pipeline_common::worker;
+use crate::pipeline_common::writer::{self, BufferShape, Mode, Offered, flush_notify};
 
 /// Dispatcher counters.
 #[derive(Debug, Default)]
@@ -106,20 +105,16 @@ pub(crate) type Cmd = worker::Cmd<usize>;
 pub(crate) struct Shared {
     /// The configuration.
     pub cfg: Config,
-    /// The clock of the tracker and every buffer.
-    pub clock: Arc<dyn Clock>,
+    /// The clock, the writers, the sweep gate and log, the worker counters, the stop flag.
+    pub host: Host<StoreCounters>,
     /// Clock ms at the start (report times are relative to it).
     pub start_ms: u64,
     /// The tracker.
     pub source: Source,
-    /// The writers by index.
-    pub writers: Vec<HostWriter>,
     /// Per writer: a fault was just applied, the next commit to it is the anchor.
     pub wants_anchor: Vec<AtomicBool>,
     /// Their stores.
     pub store: Store,
-    /// Sweeps (write) vs observer samples (read).
-    pub gate: RwLock<()>,
     /// Ack points (dispatcher pushes, acker advances).
     pub ackmap: Mutex<AckMap>,
     /// The newest flush LSN to confirm (acker → stream task).
@@ -144,18 +139,12 @@ pub(crate) struct Shared {
     pub fault_of: HashMap<u32, usize>,
     /// Every eviction.
     pub evictions: Mutex<Vec<Eviction>>,
-    /// Sweep measurements.
-    pub sweeps: Mutex<SweepLog>,
     /// Dispatcher counters.
     pub disp: DispatchCounters,
-    /// Per worker, and one more for the sweeper.
-    pub work: Vec<WorkerCounters>,
     /// Errors that fail the run (first few).
     pub errors: Mutex<Vec<String>>,
     /// Worker channels.
     pub senders: Vec<Sender<Cmd>>,
-    /// The acker and the sweeper stop.
-    pub stop_background: AtomicBool,
     /// The sampler's readings, in time order.
     pub samples: Mutex<Vec<Sample>>,
     /// When the controller told the load to stop (ms since the start; 0: not yet).
@@ -178,33 +167,33 @@ impl Shared {
     ) -> Result<Shared, String> {
         let per = (cfg.row_bytes + 64) as u64 * 4;
         let shape = BufferShape {
-            max_batch: cfg.max_batch,
-            capacity: cfg.capacity,
-            max_bytes: cfg.max_batch as u64 * per,
-            capacity_bytes: cfg.capacity as u64 * per * 4,
-            linger_ms: cfg.linger_ms,
+            max_batch: cfg.common.max_batch,
+            capacity: cfg.common.capacity,
+            max_bytes: cfg.common.max_batch as u64 * per,
+            capacity_bytes: cfg.common.capacity as u64 * per * 4,
+            linger_ms: cfg.common.linger_ms,
         };
-        let writers = (0..cfg.writers)
+        let writers = (0..cfg.common.writers)
             .map(|i| shape.writer(&clock, source.link(i as u32)))
             .collect::<Result<Vec<_>, _>>()?;
-        let wants_anchor = (0..cfg.writers).map(|_| AtomicBool::new(false)).collect();
+        let wants_anchor = (0..cfg.common.writers)
+            .map(|_| AtomicBool::new(false))
+            .collect();
         let fault_of = faults
             .iter()
             .enumerate()
             .map(|(k, r)| (r.planned.writer, k))
             .collect();
-        let workers = cfg.workers;
         let start_ms = clock.now().as_millis() as u64;
         let run_id = format!("{}-{start_ms}", std::process::id());
+        let host = Host::new(&cfg.common, clock, writers);
         Ok(Shared {
             cfg,
-            clock,
+            host,
             start_ms,
             source,
-            writers,
             wants_anchor,
             store,
-            gate: RwLock::new(()),
             ackmap: Mutex::new(AckMap::new(start_lsn)),
             confirm: AtomicU64::new(start_lsn),
             confirm_tx: tokio::sync::watch::channel(start_lsn).0,
@@ -217,12 +206,9 @@ impl Shared {
             faults: Mutex::new(faults),
             fault_of,
             evictions: Mutex::new(Vec::new()),
-            sweeps: Mutex::new(SweepLog::default()),
             disp: DispatchCounters::default(),
-            work: (0..=workers).map(|_| WorkerCounters::default()).collect(),
             errors: Mutex::new(Vec::new()),
             senders,
-            stop_background: AtomicBool::new(false),
             samples: Mutex::new(Vec::new()),
             stop_ms: AtomicU64::new(0),
         })
@@ -230,28 +216,12 @@ impl Shared {
 
     /// Clock ms (the tracker's `now`).
     pub(crate) fn now_ms(&self) -> u64 {
-        self.clock.now().as_millis() as u64
+        self.host.clock.now().as_millis() as u64
     }
 
     /// Ms since the start.
     pub(crate) fn rel_ms(&self) -> u64 {
         self.now_ms().saturating_sub(self.start_ms)
-    }
-
-    /// The sum of one worker counter.
-    pub(crate) fn work_sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
-        counter_sum(&self.work, |c| f(c))
-    }
-
-    /// What worker `k` works on.
-    pub(crate) fn shard_of(&self, k: usize) -> Shard<'_> {
-        Shard {
-            writers: &self.writers,
-            clock: &*self.clock,
-            shard: k,
-            workers: self.cfg.workers,
-            returned: &self.work[k].returned,
-        }
     }
 
     /// Records an error that fails the run.
@@ -264,7 +234,7 @@ impl Shared {
 
     /// The worker owning writer `i`.
     pub(crate) fn shard(&self, i: u32) -> usize {
-        i as usize % self.cfg.workers
+        i as usize % self.cfg.common.workers
     }
 }
 
@@ -281,7 +251,7 @@ pub(crate) fn dispatcher(sh: &Shared, rx: Receiver<StreamEvent>) {
     let mut decoder = Decoder::new();
     let mut txn: Option<Txn> = None;
     let mut scratch = Vec::new();
-    let mut notify: Vec<Vec<u32>> = vec![Vec::new(); sh.cfg.workers];
+    let mut notify: Vec<Vec<u32>> = vec![Vec::new(); sh.cfg.common.workers];
     let mut fence_seen = false;
     while let Ok(ev) = rx.recv() {
         match ev {
@@ -343,7 +313,7 @@ fn commit(
     scratch: &mut Vec<WriterId>,
     notify: &mut [Vec<u32>],
 ) {
-    let writers = sh.cfg.writers;
+    let writers = sh.cfg.common.writers;
     // Writers this commit concerns, in first-row order.
     let mut chosen: Vec<u32> = Vec::with_capacity(rows.len());
     for r in &rows {
@@ -355,7 +325,7 @@ fn commit(
     let mut invalidated: Vec<u32> = chosen
         .iter()
         .copied()
-        .filter(|&w| sh.writers[w as usize].mode.load() == Mode::Evicted)
+        .filter(|&w| sh.host.writers[w as usize].mode.load() == Mode::Evicted)
         .collect();
     chosen.retain(|w| !invalidated.contains(w));
     let offset = Offset::new(lsn, rows.len() as u64);
@@ -401,7 +371,7 @@ fn commit(
         mine.extend(rows.iter().filter(|r| r.writer(writers) == w).copied());
         payload.clear();
         store::encode(lsn, &mine, &mut payload);
-        let pw = &sh.writers[w as usize];
+        let pw = &sh.host.writers[w as usize];
         if pw.offer(Message::with_offset(payload.clone(), offset)) == Offered::Returned {
             d.returned.fetch_add(1, Ordering::Relaxed);
         }
@@ -435,7 +405,7 @@ const ACK_POLL: Duration = Duration::from_millis(2);
 
 /// Maps the ack to flush LSNs until told to stop.
 pub(crate) fn acker(sh: &Shared) {
-    while !sh.stop_background.load(Ordering::Relaxed) {
+    while !sh.host.stop_background.load(Ordering::Relaxed) {
         let ack = sh.source.ack();
         let next = sh.ackmap.lock().unwrap().advance(ack);
         if let Some(lsn) = next {
@@ -452,46 +422,35 @@ pub(crate) fn sweeper(sh: &Shared) {
     let Some(tracker) = sh.source.tracker() else {
         return;
     };
-    let counters = &sh.work[sh.work.len() - 1];
     let sweeper = Sweeper {
         tracker,
-        writers: &sh.writers,
-        gate: &sh.gate,
-        log: &sh.sweeps,
-        period_ms: sh.cfg.sweep_ms,
-        stop: &sh.stop_background,
-        now_ms: &|| sh.now_ms(),
+        host: &sh.host,
+        killed_counted: false,
     };
-    sweeper.run(|now_ms, evicted| {
+    let after_sweep = || {
         // A flush that released a long-pinned head may leave a budgeted backlog: the ack is
         // safe meanwhile; finish it here.
         let mut steps = 0;
         while tracker.run_backlog() && steps < 10_000 {
             steps += 1;
         }
-        sh.sweeps.lock().unwrap().backlog_steps += steps;
-        for e in evicted {
-            let w = &sh.writers[e.writer as usize];
-            // Invalidate: the buffer hands back what it held (never to be stored), and the
-            // dispatcher delivers nothing more to this writer.
-            let report = w.buffer.stop(sh.clock.now());
-            counters
-                .handed_back_mid
-                .fetch_add(report.handed_back_count(), Ordering::Relaxed);
-            w.return_spill(&counters.returned);
-            let rel = now_ms.saturating_sub(sh.start_ms);
-            let fault = sh.fault_of.get(&e.writer).map(|&k| {
-                let mut f = sh.faults.lock().unwrap();
-                f[k].evicted.get_or_insert((rel, e.reason));
-                f[k].planned.kind
-            });
-            sh.evictions.lock().unwrap().push(Eviction {
-                writer: e.writer,
-                reason: e.reason,
-                at_ms: rel,
-                fault,
-                handed_back: report.handed_back_count(),
-            });
-        }
+        sh.host.sweeps.lock().unwrap().backlog_steps += steps;
+    };
+    // Invalidated by the sweeper: the buffer hands back what it held (never to be stored), and
+    // the dispatcher delivers nothing more to this writer.
+    sweeper.run(after_sweep, |now_ms, e| {
+        let rel = now_ms.saturating_sub(sh.start_ms);
+        let fault = sh.fault_of.get(&e.writer).map(|&k| {
+            let mut f = sh.faults.lock().unwrap();
+            f[k].evicted.get_or_insert((rel, e.reason));
+            f[k].planned.kind
+        });
+        sh.evictions.lock().unwrap().push(Eviction {
+            writer: e.writer,
+            reason: e.reason,
+            at_ms: rel,
+            fault,
+            handed_back: e.handed_back,
+        });
     });
 }

@@ -11,6 +11,7 @@ use super::config::{Config, TrackerKind};
 use super::faults::Record;
 use super::pipeline::Eviction;
 use super::sampler::Sample;
+use crate::pipeline_common::Outcome;
 use crate::pipeline_common::report::{Messages, Percentiles, opt};
 use crate::pipeline_common::sweep::SweepLog;
 
@@ -168,6 +169,285 @@ pub(crate) fn kib(b: i64) -> String {
         format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
     } else {
         format!("{} KiB", b / 1024)
+    }
+}
+
+impl Outcome for Report {
+    /// Did every required check pass?
+    fn passed(&self) -> bool {
+        self.checks().iter().all(|c| c.ok || !c.required)
+    }
+
+    /// The human-readable report.
+    fn text(&self) -> String {
+        let c = &self.config;
+        let mut s = String::new();
+        let (load_s, txns, noise, rows, anchors, _, _) = self.load.clone();
+        let _ = writeln!(
+            s,
+            "tidemark pg — tracker {}, PostgreSQL {}, slot {} ({}), publication {} ({}), seed {}",
+            c.tracker.as_str(),
+            self.server,
+            c.slot,
+            if self.created_slot {
+                "created by this run"
+            } else {
+                "existing"
+            },
+            c.publication,
+            if self.created_publication {
+                "created"
+            } else {
+                "existing"
+            },
+            c.common.seed
+        );
+        let _ = writeln!(
+            s,
+            "  {} writers ({} workers, latency {} ms{}), grace {} ms, sweep {} ms, status every {} ms; stores in {}",
+            c.common.writers,
+            c.common.workers,
+            c.latency_ms,
+            if c.fsync { ", fsync" } else { "" },
+            c.common.grace_ms,
+            c.common.sweep_ms,
+            c.status_ms,
+            self.store_dir
+        );
+        let _ = writeln!(
+            s,
+            "\nload ({load_s:.1} s, total {:.1} s)\n  rows {rows} ({:.0}/s) in {txns} transactions, {noise} on the unpublished table, {anchors} anchors",
+            self.total_s,
+            rows as f64 / load_s.max(1e-9)
+        );
+        let (commits, srows, keepalives, queued, feedback) = self.stream;
+        let _ = writeln!(
+            s,
+            "  streamed {commits} commits, {srows} rows; {keepalives} keepalives ({queued} usable as ack points); {feedback} standby status updates"
+        );
+        let _ = writeln!(
+            s,
+            "  stored {} batches, {} KiB; rows not delivered to invalidated writers {}",
+            self.stored.0,
+            self.stored.1 / 1024,
+            self.rows_invalidated
+        );
+        let r = &self.retained;
+        let _ = writeln!(
+            s,
+            "\nWAL ({} written, {}/s)\n  retained (current − confirmed_flush)  p50 {}  p90 {}  p99 {}  max {}",
+            kib(self.wal_bytes as i64),
+            kib(self.wal_rate as i64),
+            kib(r.p50),
+            kib(r.p90),
+            kib(r.p99),
+            kib(r.max)
+        );
+        if let Some(rr) = self.final_retained_restart {
+            let _ = writeln!(
+                s,
+                "  after CHECKPOINT and the stop: the slot holds {} of WAL (current − restart_lsn)",
+                kib(rr)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nfaults (detection: anchor → eviction, bound G + k·P with P = worst sweep gap {} ms; WAL back below {} by bound + {} ms)",
+            self.sweeps.max_gap_ms,
+            kib(self.threshold),
+            self.slack_ms
+        );
+        for f in &self.faults {
+            let rec = &f.record;
+            let evicted = match rec.evicted {
+                Some((_, why)) => format!(
+                    "evicted {:<8} after {:>5} ms (bound {} ms, nominal {} ms)",
+                    why.as_str(),
+                    opt(f.detect_ms),
+                    f.bound_ms,
+                    f.bound_nominal_ms
+                ),
+                None if rec.planned.kind.pins() => "NOT evicted".to_owned(),
+                None => "not evicted".to_owned(),
+            };
+            let wal = if rec.planned.kind.pins() {
+                format!(
+                    "; WAL peak {}, back below after {} (deadline {} ms)",
+                    kib(f.peak_retained),
+                    f.recovered_ms
+                        .map_or_else(|| "never".to_owned(), |t| format!("{t} ms")),
+                    f.recover_deadline_ms
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "  {:<5} writer {:>6} at {:>6} ms: {evicted}{wal} {}",
+                rec.planned.kind.as_str(),
+                rec.planned.writer,
+                rec.applied_ms.unwrap_or(rec.planned.at_ms),
+                if f.ok && f.wal_ok {
+                    "ok"
+                } else if self.electric() {
+                    "(electric)"
+                } else {
+                    "FAILED"
+                }
+            );
+            if !f.detail.is_empty() {
+                let _ = writeln!(s, "        {}", f.detail);
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  sweeps {}, challenges {}, evictions {} (invalidated: buffers stopped, {} messages handed back), backlog steps {}",
+            self.sweeps.sweeps,
+            self.sweeps.challenges,
+            self.evictions.len(),
+            self.evictions.iter().map(|e| e.handed_back).sum::<u64>(),
+            self.sweeps.backlog_steps
+        );
+        let m = &self.messages;
+        let st = &self.store;
+        let _ = writeln!(
+            s,
+            "\nmessages\n  offered {}  accepted {}  delivered {}  handed back {} ({} outcome unknown)  returned {}  lost {}",
+            m.offered,
+            m.accepted,
+            m.delivered,
+            m.handed_back,
+            m.in_flight_unknown,
+            m.returned,
+            m.lost()
+        );
+        let _ = writeln!(
+            s,
+            "  stores: {} rows, {} duplicate records, {} malformed lines",
+            st.stored, st.duplicates, st.malformed
+        );
+        let _ = writeln!(s, "\nchecks");
+        for ch in self.checks() {
+            let tag = match (ch.ok, ch.required) {
+                (true, _) => "ok",
+                (false, true) => "FAIL",
+                (false, false) => "info",
+            };
+            let _ = writeln!(s, "  [{tag}] {}: {}", ch.name, ch.detail);
+        }
+        if self.electric() {
+            let _ = writeln!(
+                s,
+                "  (electric: no staleness sweeps, so a killed or wedged writer pins the slot for \
+                 good; [info] checks show that and do not fail the run)"
+            );
+        }
+        let _ = writeln!(s, "\n{}", if self.passed() { "PASSED" } else { "FAILED" });
+        s
+    }
+
+    /// The report as JSON.
+    fn json(&self) -> Value {
+        let c = &self.config;
+        let faults: Vec<Value> = self
+            .faults
+            .iter()
+            .map(|f| {
+                let r = &f.record;
+                json!({
+                    "kind": r.planned.kind.as_str(),
+                    "writer": r.planned.writer,
+                    "at_ms": r.planned.at_ms,
+                    "applied_ms": r.applied_ms,
+                    "anchor_ms": r.anchor_ms,
+                    "evicted_ms": r.evicted.map(|e| e.0),
+                    "evicted_reason": r.evicted.map(|e| e.1.as_str()),
+                    "detect_ms": f.detect_ms,
+                    "bound_ms": f.bound_ms,
+                    "bound_nominal_ms": f.bound_nominal_ms,
+                    "peak_retained_bytes": f.peak_retained,
+                    "recovered_ms": f.recovered_ms,
+                    "recover_deadline_ms": f.recover_deadline_ms,
+                    "ok": f.ok,
+                    "wal_ok": f.wal_ok,
+                    "detail": f.detail,
+                })
+            })
+            .collect();
+        let checks: Vec<Value> = self
+            .checks()
+            .iter()
+            .map(|ch| json!({"name": ch.name, "ok": ch.ok, "required": ch.required, "detail": ch.detail}))
+            .collect();
+        let m = &self.messages;
+        let st = &self.store;
+        json!({
+            "passed": self.passed(),
+            "tracker": c.tracker.as_str(),
+            "server_version": self.server,
+            "slot": c.slot,
+            "created_slot": self.created_slot,
+            "config": {
+                "writers": c.common.writers, "workers": c.common.workers, "rate": c.rate,
+                "duration_ms": c.common.duration.as_millis() as u64, "grace_ms": c.common.grace_ms,
+                "sweep_ms": c.common.sweep_ms, "status_ms": c.status_ms, "latency_ms": c.latency_ms,
+                "slow_ms": c.common.slow_ms, "fsync": c.fsync, "seed": c.common.seed, "noise": c.noise,
+            },
+            "load": {
+                "seconds": self.load.0, "transactions": self.load.1, "noise_transactions": self.load.2,
+                "rows": self.load.3, "anchors": self.load.4, "errors": self.load.5,
+            },
+            "stream": {
+                "commits": self.stream.0, "rows": self.stream.1, "keepalives": self.stream.2,
+                "keepalives_queued": self.stream.3, "status_updates": self.stream.4,
+            },
+            "wal": {
+                "written_bytes": self.wal_bytes, "rate_bytes_per_s": self.wal_rate,
+                "retained_p50": self.retained.p50, "retained_p90": self.retained.p90,
+                "retained_p99": self.retained.p99, "retained_max": self.retained.max,
+                "threshold_bytes": self.threshold, "slack_ms": self.slack_ms,
+                "final_retained_restart": self.final_retained_restart,
+            },
+            "start_lsn": lsn_str(self.start_lsn),
+            "final_confirmed": lsn_str(self.final_confirmed),
+            "fence_end": self.fence.map(|f| lsn_str(f.1)),
+            "last_applied": lsn_str(self.last_applied),
+            "observer": {"samples": self.observer.0, "violations": self.observer.1, "regressions": self.observer.2},
+            "faults": faults,
+            "evictions": self.evictions.iter().map(|e| json!({
+                "writer": e.writer, "reason": e.reason.as_str(), "at_ms": e.at_ms,
+                "fault": e.fault.map(|f| f.as_str()), "handed_back": e.handed_back,
+            })).collect::<Vec<_>>(),
+            "sweeps": {"count": self.sweeps.sweeps, "max_gap_ms": self.sweeps.max_gap_ms, "challenges": self.sweeps.challenges},
+            "messages": {
+                "offered": m.offered, "accepted": m.accepted, "delivered": m.delivered,
+                "handed_back": m.handed_back, "in_flight_unknown": m.in_flight_unknown,
+                "handed_back_live": m.handed_back_live, "failed": m.failed, "returned": m.returned,
+                "lost": m.lost() as i64,
+            },
+            "store": {
+                "stored_rows": st.stored, "confirmed_rows": st.confirmed_rows,
+                "confirmed_missing": st.confirmed_missing, "generated": st.generated,
+                "not_streamed": st.not_streamed, "live_rows": st.live_rows,
+                "live_missing": st.live_missing, "dead_rows": st.dead_rows,
+                "duplicates": st.duplicates, "malformed": st.malformed,
+            },
+            "errors": self.errors.0,
+            "checks": checks,
+            "samples": self.samples.iter().map(|x| json!({
+                "t_ms": x.t_ms,
+                "current": lsn_str(x.slot.current),
+                "confirmed": lsn_str(x.slot.confirmed),
+                "restart": lsn_str(x.slot.restart),
+                "active": x.slot.active,
+                "retained_bytes": x.slot.retained,
+                "retained_restart_bytes": x.slot.retained_restart,
+                "newest_commit_end": x.newest_end.map(lsn_str),
+                "ack_target": lsn_str(x.target),
+                "observer_bound": x.bound.map(lsn_str),
+            })).collect::<Vec<_>>(),
+            "total_s": self.total_s,
+        })
     }
 }
 
@@ -329,308 +609,5 @@ impl Report {
                 ),
             },
         ]
-    }
-
-    /// Did every required check pass?
-    pub(crate) fn passed(&self) -> bool {
-        self.checks().iter().all(|c| c.ok || !c.required)
-    }
-
-    /// The human-readable report.
-    pub(crate) fn text(&self) -> String {
-        let c = &self.config;
-        let mut s = String::new();
-        let (load_s, txns, noise, rows, anchors, _, _) = self.load.clone();
-        let _ = writeln!(
-            s,
-            "tidemark pg — tracker {}, PostgreSQL {}, slot {} ({}), publication {} ({}), seed {}",
-            c.tracker.as_str(),
-            self.server,
-            c.slot,
-            if self.created_slot {
-                "created by this run"
-            } else {
-                "existing"
-            },
-            c.publication,
-            if self.created_publication {
-                "created"
-            } else {
-                "existing"
-            },
-            c.seed
-        );
-        let _ = writeln!(
-            s,
-            "  {} writers ({} workers, latency {} ms{}), grace {} ms, sweep {} ms, status every {} ms; stores in {}",
-            c.writers,
-            c.workers,
-            c.latency_ms,
-            if c.fsync { ", fsync" } else { "" },
-            c.grace_ms,
-            c.sweep_ms,
-            c.status_ms,
-            self.store_dir
-        );
-        let _ = writeln!(
-            s,
-            "\nload ({load_s:.1} s, total {:.1} s)\n  rows {rows} ({:.0}/s) in {txns} transactions, {noise} on the unpublished table, {anchors} anchors",
-            self.total_s,
-            rows as f64 / load_s.max(1e-9)
-        );
-        let (commits, srows, keepalives, queued, feedback) = self.stream;
-        let _ = writeln!(
-            s,
-            "  streamed {commits} commits, {srows} rows; {keepalives} keepalives ({queued} usable as ack points); {feedback} standby status updates"
-        );
-        let _ = writeln!(
-            s,
-            "  stored {} batches, {} KiB; rows not delivered to invalidated writers {}",
-            self.stored.0,
-            self.stored.1 / 1024,
-            self.rows_invalidated
-        );
-        let r = &self.retained;
-        let _ = writeln!(
-            s,
-            "\nWAL ({} written, {}/s)\n  retained (current − confirmed_flush)  p50 {}  p90 {}  p99 {}  max {}",
-            kib(self.wal_bytes as i64),
-            kib(self.wal_rate as i64),
-            kib(r.p50),
-            kib(r.p90),
-            kib(r.p99),
-            kib(r.max)
-        );
-        if let Some(rr) = self.final_retained_restart {
-            let _ = writeln!(
-                s,
-                "  after CHECKPOINT and the stop: the slot holds {} of WAL (current − restart_lsn)",
-                kib(rr)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "\nfaults (detection: anchor → eviction, bound G + k·P with P = worst sweep gap {} ms; WAL back below {} by bound + {} ms)",
-            self.sweeps.max_gap_ms,
-            kib(self.threshold),
-            self.slack_ms
-        );
-        for f in &self.faults {
-            let rec = &f.record;
-            let evicted = match rec.evicted {
-                Some((_, why)) => format!(
-                    "evicted {:<8} after {:>5} ms (bound {} ms, nominal {} ms)",
-                    why.as_str(),
-                    opt(f.detect_ms),
-                    f.bound_ms,
-                    f.bound_nominal_ms
-                ),
-                None if rec.planned.kind.pins() => "NOT evicted".to_owned(),
-                None => "not evicted".to_owned(),
-            };
-            let wal = if rec.planned.kind.pins() {
-                format!(
-                    "; WAL peak {}, back below after {} (deadline {} ms)",
-                    kib(f.peak_retained),
-                    f.recovered_ms
-                        .map_or_else(|| "never".to_owned(), |t| format!("{t} ms")),
-                    f.recover_deadline_ms
-                )
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                s,
-                "  {:<5} writer {:>6} at {:>6} ms: {evicted}{wal} {}",
-                rec.planned.kind.as_str(),
-                rec.planned.writer,
-                rec.applied_ms.unwrap_or(rec.planned.at_ms),
-                if f.ok && f.wal_ok {
-                    "ok"
-                } else if self.electric() {
-                    "(electric)"
-                } else {
-                    "FAILED"
-                }
-            );
-            if !f.detail.is_empty() {
-                let _ = writeln!(s, "        {}", f.detail);
-            }
-        }
-        let _ = writeln!(
-            s,
-            "  sweeps {}, challenges {}, evictions {} (invalidated: buffers stopped, {} messages handed back), backlog steps {}",
-            self.sweeps.sweeps,
-            self.sweeps.challenges,
-            self.evictions.len(),
-            self.evictions.iter().map(|e| e.handed_back).sum::<u64>(),
-            self.sweeps.backlog_steps
-        );
-        let m = &self.messages;
-        let st = &self.store;
-        let _ = writeln!(
-            s,
-            "\nmessages\n  offered {}  accepted {}  delivered {}  handed back {} ({} outcome unknown)  returned {}  lost {}",
-            m.offered,
-            m.accepted,
-            m.delivered,
-            m.handed_back,
-            m.in_flight_unknown,
-            m.returned,
-            m.lost()
-        );
-        let _ = writeln!(
-            s,
-            "  stores: {} rows, {} duplicate records, {} malformed lines",
-            st.stored, st.duplicates, st.malformed
-        );
-        let _ = writeln!(s, "\nchecks");
-        for ch in self.checks() {
-            let tag = match (ch.ok, ch.required) {
-                (true, _) => "ok",
-                (false, true) => "FAIL",
-                (false, false) => "info",
-            };
-            let _ = writeln!(s, "  [{tag}] {}: {}", ch.name, ch.detail);
-        }
-        if self.electric() {
-            let _ = writeln!(
-                s,
-                "  (electric: no staleness sweeps, so a killed or wedged writer pins the slot for \
-                 good; [info] checks show that and do not fail the run)"
-            );
-        }
-        let _ = writeln!(s, "\n{}", if self.passed() { "PASSED" } else { "FAILED" });
-        s
-    }
-
-    /// The report as JSON.
-    pub(crate) fn json(&self) -> Value {
-        let c = &self.config;
-        let faults: Vec<Value> = self
-            .faults
-            .iter()
-            .map(|f| {
-                let r = &f.record;
-                json!({
-                    "kind": r.planned.kind.as_str(),
-                    "writer": r.planned.writer,
-                    "at_ms": r.planned.at_ms,
-                    "applied_ms": r.applied_ms,
-                    "anchor_ms": r.anchor_ms,
-                    "evicted_ms": r.evicted.map(|e| e.0),
-                    "evicted_reason": r.evicted.map(|e| e.1.as_str()),
-                    "detect_ms": f.detect_ms,
-                    "bound_ms": f.bound_ms,
-                    "bound_nominal_ms": f.bound_nominal_ms,
-                    "peak_retained_bytes": f.peak_retained,
-                    "recovered_ms": f.recovered_ms,
-                    "recover_deadline_ms": f.recover_deadline_ms,
-                    "ok": f.ok,
-                    "wal_ok": f.wal_ok,
-                    "detail": f.detail,
-                })
-            })
-            .collect();
-        let checks: Vec<Value> = self
-            .checks()
-            .iter()
-            .map(|ch| json!({"name": ch.name, "ok": ch.ok, "required": ch.required, "detail": ch.detail}))
-            .collect();
-        let m = &self.messages;
-        let st = &self.store;
-        json!({
-            "passed": self.passed(),
-            "tracker": c.tracker.as_str(),
-            "server_version": self.server,
-            "slot": c.slot,
-            "created_slot": self.created_slot,
-            "config": {
-                "writers": c.writers, "workers": c.workers, "rate": c.rate,
-                "duration_ms": c.duration.as_millis() as u64, "grace_ms": c.grace_ms,
-                "sweep_ms": c.sweep_ms, "status_ms": c.status_ms, "latency_ms": c.latency_ms,
-                "slow_ms": c.slow_ms, "fsync": c.fsync, "seed": c.seed, "noise": c.noise,
-            },
-            "load": {
-                "seconds": self.load.0, "transactions": self.load.1, "noise_transactions": self.load.2,
-                "rows": self.load.3, "anchors": self.load.4, "errors": self.load.5,
-            },
-            "stream": {
-                "commits": self.stream.0, "rows": self.stream.1, "keepalives": self.stream.2,
-                "keepalives_queued": self.stream.3, "status_updates": self.stream.4,
-            },
-            "wal": {
-                "written_bytes": self.wal_bytes, "rate_bytes_per_s": self.wal_rate,
-                "retained_p50": self.retained.p50, "retained_p90": self.retained.p90,
-                "retained_p99": self.retained.p99, "retained_max": self.retained.max,
-                "threshold_bytes": self.threshold, "slack_ms": self.slack_ms,
-                "final_retained_restart": self.final_retained_restart,
-            },
-            "start_lsn": lsn_str(self.start_lsn),
-            "final_confirmed": lsn_str(self.final_confirmed),
-            "fence_end": self.fence.map(|f| lsn_str(f.1)),
-            "last_applied": lsn_str(self.last_applied),
-            "observer": {"samples": self.observer.0, "violations": self.observer.1, "regressions": self.observer.2},
-            "faults": faults,
-            "evictions": self.evictions.iter().map(|e| json!({
-                "writer": e.writer, "reason": e.reason.as_str(), "at_ms": e.at_ms,
-                "fault": e.fault.map(|f| f.as_str()), "handed_back": e.handed_back,
-            })).collect::<Vec<_>>(),
-            "sweeps": {"count": self.sweeps.sweeps, "max_gap_ms": self.sweeps.max_gap_ms, "challenges": self.sweeps.challenges},
-            "messages": {
-                "offered": m.offered, "accepted": m.accepted, "delivered": m.delivered,
-                "handed_back": m.handed_back, "in_flight_unknown": m.in_flight_unknown,
-                "handed_back_live": m.handed_back_live, "failed": m.failed, "returned": m.returned,
-                "lost": m.lost() as i64,
-            },
-            "store": {
-                "stored_rows": st.stored, "confirmed_rows": st.confirmed_rows,
-                "confirmed_missing": st.confirmed_missing, "generated": st.generated,
-                "not_streamed": st.not_streamed, "live_rows": st.live_rows,
-                "live_missing": st.live_missing, "dead_rows": st.dead_rows,
-                "duplicates": st.duplicates, "malformed": st.malformed,
-            },
-            "errors": self.errors.0,
-            "checks": checks,
-            "samples": self.samples.iter().map(|x| json!({
-                "t_ms": x.t_ms,
-                "current": lsn_str(x.slot.current),
-                "confirmed": lsn_str(x.slot.confirmed),
-                "restart": lsn_str(x.slot.restart),
-                "active": x.slot.active,
-                "retained_bytes": x.slot.retained,
-                "retained_restart_bytes": x.slot.retained_restart,
-                "newest_commit_end": x.newest_end.map(lsn_str),
-                "ack_target": lsn_str(x.target),
-                "observer_bound": x.bound.map(lsn_str),
-            })).collect::<Vec<_>>(),
-            "total_s": self.total_s,
-        })
-    }
-}
-
-impl crate::pipeline_common::Outcome for Report {
-    fn chart_path(&self) -> Option<&std::path::Path> {
-        self.config.chart.as_deref()
-    }
-
-    fn svg(&self) -> String {
-        super::chart::svg(self)
-    }
-
-    fn wants_json(&self) -> bool {
-        self.config.json
-    }
-
-    fn json(&self) -> Value {
-        Report::json(self)
-    }
-
-    fn text(&self) -> String {
-        Report::text(self)
-    }
-
-    fn passed(&self) -> bool {
-        Report::passed(self)
     }
 }

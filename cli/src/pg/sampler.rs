@@ -70,12 +70,12 @@ pub(crate) async fn run(
 /// The facts after the reading, under the gate's read lock.
 fn check(sh: &Shared, obs: &mut Observer, slot: sql::SlotReading) -> Sample {
     let (bound, newest_end, target) = {
-        let _gate = sh.gate.read().unwrap();
+        let _gate = sh.host.gate.read().unwrap();
         let new = std::mem::take(&mut *sh.deliveries.lock().unwrap());
         obs.record(new);
         let bound = obs.bound(
-            |w| sh.writers[w as usize].proven.load(Ordering::SeqCst),
-            |w| sh.writers[w as usize].evicted.load(Ordering::SeqCst),
+            |w| sh.host.writers[w as usize].proven.load(Ordering::SeqCst),
+            |w| sh.host.writers[w as usize].evicted.load(Ordering::SeqCst),
         );
         let newest = sh.newest.lock().unwrap().map(|(_, end)| end);
         (bound, newest, sh.confirm.load(Ordering::Relaxed))

@@ -33,14 +33,14 @@ impl Source {
             TrackerKind::Tidemark => {
                 let tracker = Arc::new(
                     Tracker::new(TrackerOptions {
-                        expected_writers: cfg.writers,
-                        stall_grace_ms: cfg.grace_ms,
+                        expected_writers: cfg.common.writers,
+                        stall_grace_ms: cfg.common.grace_ms,
                         ..Default::default()
                     })
                     .map_err(|e| format!("tracker: {e}"))?,
                 );
-                let mut ids = Vec::with_capacity(cfg.writers);
-                for i in 0..cfg.writers {
+                let mut ids = Vec::with_capacity(cfg.common.writers);
+                for i in 0..cfg.common.writers {
                     let id = tracker.register().map_err(|e| format!("register: {e}"))?;
                     if id.index() as usize != i {
                         return Err(format!("register: expected slot {i}, got {id}"));

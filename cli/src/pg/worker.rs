@@ -26,7 +26,7 @@ impl<'a> FileSink<'a> {
     }
 
     fn counters(&self) -> &'a WorkerCounters {
-        &self.sh.work[self.shard]
+        &self.sh.host.work[self.shard]
     }
 }
 
@@ -36,7 +36,11 @@ impl Storage for FileSink<'_> {
 
     fn take(&mut self, _i: u32, batch: Batch, slow: bool, now: Duration) -> (u64, Batch) {
         let cfg = &self.sh.cfg;
-        let latency_ms = if slow { cfg.slow_ms } else { cfg.latency_ms };
+        let latency_ms = if slow {
+            cfg.common.slow_ms
+        } else {
+            cfg.latency_ms
+        };
         let due = (now + Duration::from_millis(latency_ms)).as_nanos() as u64;
         (due, batch)
     }
@@ -44,7 +48,7 @@ impl Storage for FileSink<'_> {
     /// Storage latency is over: append, prove, ack.
     fn complete(&mut self, i: u32, batch: Batch) {
         let sh = self.sh;
-        let w = &sh.writers[i as usize];
+        let w = &sh.host.writers[i as usize];
         let c = self.counters();
         if let Err(e) = sh.store.append(i, &batch) {
             c.storage.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -68,7 +72,7 @@ impl Storage for FileSink<'_> {
             let f = sh.faults.lock().unwrap();
             (f[k].planned.kind, f[k].planned.writer)
         };
-        let w = &sh.writers[i as usize];
+        let w = &sh.host.writers[i as usize];
         if !w.mode.load().serviced() {
             return None; // already evicted: the report shows it unapplied
         }

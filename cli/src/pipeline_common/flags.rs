@@ -4,34 +4,35 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The flags both commands take, pointing into a command's configuration.
-pub(crate) struct CommonFlags<'a> {
-    /// `--duration`.
-    pub duration: &'a mut Duration,
-    /// `--writers`.
-    pub writers: &'a mut usize,
-    /// `--grace-ms`.
-    pub grace_ms: &'a mut u64,
-    /// `--sweep-ms`.
-    pub sweep_ms: &'a mut u64,
-    /// `--seed`.
-    pub seed: &'a mut u64,
-    /// `--workers`.
-    pub workers: &'a mut usize,
-    /// `--slow-ms`.
-    pub slow_ms: &'a mut u64,
-    /// `--linger-ms`.
-    pub linger_ms: &'a mut u64,
-    /// `--max-batch`.
-    pub max_batch: &'a mut usize,
-    /// `--capacity`.
-    pub capacity: &'a mut usize,
-    /// `--chart`.
-    pub chart: &'a mut Option<PathBuf>,
-    /// `--json`.
-    pub json: &'a mut bool,
-    /// `--no-progress` clears it.
-    pub progress: &'a mut bool,
+/// The flags both commands take; each command's configuration holds one, with its own defaults.
+#[derive(Clone, Debug)]
+pub(crate) struct Common {
+    /// How long the load runs (`--duration`; the drain comes after).
+    pub duration: Duration,
+    /// Writers, each with its own batch buffer (`--writers`).
+    pub writers: usize,
+    /// The tracker's stall grace period `G` (ms, `--grace-ms`).
+    pub grace_ms: u64,
+    /// The sweep period `P` (ms, `--sweep-ms`).
+    pub sweep_ms: u64,
+    /// Seed of every random choice (`--seed`).
+    pub seed: u64,
+    /// Worker threads (`--workers`).
+    pub workers: usize,
+    /// Storage latency per batch of a slow writer (ms, `--slow-ms`).
+    pub slow_ms: u64,
+    /// Batch linger (ms, `--linger-ms`).
+    pub linger_ms: u64,
+    /// Messages per batch (`--max-batch`).
+    pub max_batch: usize,
+    /// Buffer capacity per writer, messages (`--capacity`).
+    pub capacity: usize,
+    /// Write an SVG chart here (`--chart`).
+    pub chart: Option<PathBuf>,
+    /// Print the report as JSON instead of text (`--json`).
+    pub json: bool,
+    /// Draw live progress, only when stdout is a terminal (`--no-progress` clears it).
+    pub progress: bool,
 }
 
 /// A command's configuration as flags set it.
@@ -40,7 +41,7 @@ pub(crate) trait Flags: Default {
     const CMD: &'static str;
 
     /// The flags it shares with the other command.
-    fn common(&mut self) -> CommonFlags<'_>;
+    fn common(&mut self) -> &mut Common;
 
     /// Reads a flag of this command only; `Ok(false)` when it is not one.
     fn own(&mut self, flag: &str, args: &mut Args<'_>) -> Result<bool, String>;
@@ -112,47 +113,57 @@ pub(crate) fn parse<C: Flags>(args: &[String]) -> Result<Option<C>, String> {
     if !sweep_set {
         // Keep the default sweep period a tenth of the grace period when only G was changed.
         let f = c.common();
-        *f.sweep_ms = (*f.sweep_ms).min((*f.grace_ms / 10).max(1));
+        f.sweep_ms = f.sweep_ms.min((f.grace_ms / 10).max(1));
     }
     c.validate()?;
     Ok(Some(c))
 }
 
 /// Reads `flag` when both commands take it; `Ok(false)` when it is not one of those.
-fn common_flag(f: CommonFlags<'_>, flag: &str, a: &mut Args<'_>) -> Result<bool, String> {
+fn common_flag(f: &mut Common, flag: &str, a: &mut Args<'_>) -> Result<bool, String> {
+    // Every field named: a new shared flag cannot be left out here.
+    let Common {
+        duration,
+        writers,
+        grace_ms,
+        sweep_ms,
+        seed,
+        workers,
+        slow_ms,
+        linger_ms,
+        max_batch,
+        capacity,
+        chart,
+        json,
+        progress,
+    } = f;
     match flag {
-        "--json" => *f.json = true,
-        "--no-progress" => *f.progress = false,
-        "--duration" => *f.duration = a.duration(flag)?,
-        "--writers" => *f.writers = a.number(flag)?,
-        "--grace-ms" => *f.grace_ms = a.number(flag)?,
-        "--sweep-ms" => *f.sweep_ms = a.number(flag)?,
-        "--seed" => *f.seed = a.number(flag)?,
-        "--workers" => *f.workers = a.number(flag)?,
-        "--slow-ms" => *f.slow_ms = a.number(flag)?,
-        "--linger-ms" => *f.linger_ms = a.number(flag)?,
-        "--max-batch" => *f.max_batch = a.number(flag)?,
-        "--capacity" => *f.capacity = a.number(flag)?,
-        "--chart" => *f.chart = Some(PathBuf::from(a.value(flag)?)),
+        "--json" => *json = true,
+        "--no-progress" => *progress = false,
+        "--duration" => *duration = a.duration(flag)?,
+        "--writers" => *writers = a.number(flag)?,
+        "--grace-ms" => *grace_ms = a.number(flag)?,
+        "--sweep-ms" => *sweep_ms = a.number(flag)?,
+        "--seed" => *seed = a.number(flag)?,
+        "--workers" => *workers = a.number(flag)?,
+        "--slow-ms" => *slow_ms = a.number(flag)?,
+        "--linger-ms" => *linger_ms = a.number(flag)?,
+        "--max-batch" => *max_batch = a.number(flag)?,
+        "--capacity" => *capacity = a.number(flag)?,
+        "--chart" => *chart = Some(PathBuf::from(a.value(flag)?)),
         _ => return Ok(false),
     }
     Ok(true)
 }
 
 /// The checks both commands make on the pipeline's shape and timing.
-pub(crate) fn pipeline_checks(
-    workers: usize,
-    grace_ms: u64,
-    sweep_ms: u64,
-    max_batch: usize,
-    capacity: usize,
-) -> [(bool, &'static str); 4] {
+pub(crate) fn pipeline_checks(c: &Common) -> [(bool, &'static str); 4] {
     [
-        ((1..=64).contains(&workers), "--workers must be in 1..=64"),
-        (grace_ms >= 10, "--grace-ms must be at least 10"),
-        (sweep_ms >= 1, "--sweep-ms must be at least 1"),
+        ((1..=64).contains(&c.workers), "--workers must be in 1..=64"),
+        (c.grace_ms >= 10, "--grace-ms must be at least 10"),
+        (c.sweep_ms >= 1, "--sweep-ms must be at least 1"),
         (
-            max_batch >= 1 && capacity >= max_batch,
+            c.max_batch >= 1 && c.capacity >= c.max_batch,
             "--capacity must be >= --max-batch >= 1",
         ),
     ]

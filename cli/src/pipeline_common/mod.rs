@@ -5,28 +5,31 @@
 //! - [`worker`]: the worker loop over a shard of writers (linger timers, a storage heap, faults,
 //!   the graceful drain); each command supplies its storage through [`worker::Storage`].
 //! - [`sweep`]: the sweeper loop (gate-locked sweep, eviction marks, sweep measurements).
+//! - [`host`]: the state around the writers both commands share (clock, gate, sweep log,
+//!   worker counters) and what a worker works on.
 //! - [`flags`]: the flags both commands take and the helpers to read the rest.
 //! - [`faults`]: fault targets on distinct writers.
 //! - [`report`]: the message balance, checks and percentiles of the final reports.
 
 pub(crate) mod faults;
 pub(crate) mod flags;
+pub(crate) mod host;
 pub(crate) mod report;
 pub(crate) mod sweep;
 pub(crate) mod worker;
 pub(crate) mod writer;
 
-use std::path::Path;
 use std::process::ExitCode;
 
-/// What a run of `simulate` or `pg` produces.
-pub(crate) trait Outcome {
-    /// Where the chart goes, if asked for.
-    fn chart_path(&self) -> Option<&Path>;
+/// The chart of a run of `simulate` or `pg`.
+pub(crate) trait Chart {
     /// The chart (SVG).
     fn svg(&self) -> String;
-    /// Print JSON instead of text?
-    fn wants_json(&self) -> bool;
+}
+
+/// What a run of `simulate` or `pg` produces; where the chart goes and whether the report is
+/// JSON are the run's flags.
+pub(crate) trait Outcome: Chart {
     /// The report as JSON.
     fn json(&self) -> serde_json::Value;
     /// The report as text.
@@ -44,13 +47,17 @@ pub(crate) fn main<C: flags::Flags, R: Outcome>(
     run: impl FnOnce(C) -> Result<R, String>,
 ) -> ExitCode {
     let cmd = C::CMD;
-    let cfg = match flags::parse::<C>(args) {
+    let mut cfg = match flags::parse::<C>(args) {
         Ok(Some(c)) => c,
         Ok(None) => {
             print!("{help}");
             return ExitCode::SUCCESS;
         }
         Err(e) => return crate::usage_error(&e),
+    };
+    let (chart, json) = {
+        let common = cfg.common();
+        (common.chart.clone(), common.json)
     };
     let report = match run(cfg) {
         Ok(r) => r,
@@ -59,13 +66,13 @@ pub(crate) fn main<C: flags::Flags, R: Outcome>(
             return ExitCode::from(crate::EXIT_USAGE);
         }
     };
-    if let Some(path) = report.chart_path()
-        && let Err(e) = std::fs::write(path, report.svg())
+    if let Some(path) = chart
+        && let Err(e) = std::fs::write(&path, report.svg())
     {
         eprintln!("tidemark: {cmd}: cannot write {}: {e}", path.display());
         return ExitCode::from(crate::EXIT_USAGE);
     }
-    if report.wants_json() {
+    if json {
         println!("{}", report.json());
     } else {
         print!("{}", report.text());

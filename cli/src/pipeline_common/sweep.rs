@@ -1,16 +1,16 @@
 //! The sweeper loop: every `P`, under the gate's write lock, `sweep(now)` and `take_events`;
 //! each evicted writer is marked for the observer (in the same critical section, so a sample
 //! never sees an ack that reflects an eviction it cannot see) and moved to [`Mode::Evicted`].
-//! What the host then does with the evicted writers (stop their buffers, record the eviction)
-//! is the caller's.
+//! The sweeper then stops the evicted writers' buffers and returns their spill queues; what
+//! else the host does (record the eviction) is the caller's.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tidemark::{Event, EvictReason, Tracker};
 
-use super::writer::{HostWriter, Mode};
+use super::host::Host;
+use super::writer::Mode;
 
 /// What the sweeper measured.
 #[derive(Clone, Debug, Default)]
@@ -35,52 +35,55 @@ pub(crate) struct Evicted {
     pub reason: EvictReason,
     /// Its mode before the eviction.
     pub before: Mode,
+    /// What its buffer handed back when it was stopped at the eviction.
+    pub handed_back: u64,
 }
 
 /// What the sweeper works on, shared with the other threads.
-pub(crate) struct Sweeper<'a> {
+pub(crate) struct Sweeper<'a, E> {
     /// The tracker to sweep.
     pub tracker: &'a Tracker,
-    /// Every writer, by index (= tracker slot index).
-    pub writers: &'a [HostWriter],
-    /// Sweeps (write) vs observer samples (read).
-    pub gate: &'a RwLock<()>,
-    /// Where the measurements go.
-    pub log: &'a Mutex<SweepLog>,
-    /// The sweep period `P` (ms).
-    pub period_ms: u64,
-    /// Set when the sweeper stops.
-    pub stop: &'a AtomicBool,
-    /// Milliseconds on the tracker's clock.
-    pub now_ms: &'a dyn Fn() -> u64,
+    /// The writers, the clock, the gate, the log, the period and the stop flag.
+    pub host: &'a Host<E>,
+    /// A killed writer's buffer was stopped, and counted, at the kill: what it hands back at
+    /// its eviction is not counted again.
+    pub killed_counted: bool,
 }
 
-impl Sweeper<'_> {
-    /// Sweeps every `P` until told to stop; after each sweep (gate released) calls `after`
-    /// with the sweep's `now` and the writers it evicted.
-    pub(crate) fn run(&self, mut after: impl FnMut(u64, &[Evicted])) {
-        let period = Duration::from_millis(self.period_ms);
+impl<E> Sweeper<'_, E> {
+    /// Sweeps every `P` until told to stop. After each sweep (gate released) calls `after_sweep`,
+    /// then invalidates each writer it evicted — its buffer stops and hands back what it held
+    /// (counted in the sweeper's `handed_back_mid`), its spill queue is returned — and calls
+    /// `on_evicted` with the sweep's `now` and the eviction.
+    pub(crate) fn run(
+        &self,
+        mut after_sweep: impl FnMut(),
+        mut on_evicted: impl FnMut(u64, &Evicted),
+    ) {
+        let host = self.host;
+        let counters = host.sweeper_counters();
+        let period = Duration::from_millis(host.sweep_ms);
         let start = Instant::now();
         let mut tick = 0u32;
         let mut events = Vec::new();
         let mut evicted = Vec::new();
-        while !self.stop.load(Ordering::Relaxed) {
+        while !host.stop_background.load(Ordering::Relaxed) {
             tick += 1;
             let target = start + period * tick;
             let now = Instant::now();
             if target > now {
                 std::thread::sleep(target - now);
             }
-            let now_ms = (self.now_ms)();
+            let now_ms = host.now_ms();
             evicted.clear();
             {
-                let _gate = self.gate.write().unwrap();
+                let _gate = host.gate.write().unwrap();
                 let out = self.tracker.sweep(now_ms);
                 events.clear();
                 self.tracker.take_events(&mut events, usize::MAX);
                 for e in &events {
                     if let Event::Evicted(id, reason) = *e {
-                        let w = &self.writers[id.index() as usize];
+                        let w = &host.writers[id.index() as usize];
                         // SeqCst: read by the sampler under the gate's read lock.
                         w.evicted.store(true, Ordering::SeqCst);
                         let before = w.mode.swap(Mode::Evicted);
@@ -88,10 +91,11 @@ impl Sweeper<'_> {
                             writer: id.index(),
                             reason,
                             before,
+                            handed_back: 0,
                         });
                     }
                 }
-                let mut log = self.log.lock().unwrap();
+                let mut log = host.sweeps.lock().unwrap();
                 log.sweeps += 1;
                 log.challenges += out.challenged as u64;
                 if let Some(last) = log.last_ms {
@@ -99,7 +103,19 @@ impl Sweeper<'_> {
                 }
                 log.last_ms = Some(now_ms);
             }
-            after(now_ms, &evicted);
+            after_sweep();
+            for e in &mut evicted {
+                let w = &host.writers[e.writer as usize];
+                let report = w.buffer.stop(host.clock.now());
+                e.handed_back = report.handed_back_count();
+                if !(self.killed_counted && e.before == Mode::Killed) {
+                    counters
+                        .handed_back_mid
+                        .fetch_add(e.handed_back, Ordering::Relaxed);
+                }
+                w.return_spill(&counters.returned);
+                on_evicted(now_ms, e);
+            }
         }
     }
 }

@@ -1,55 +1,30 @@
 //! `tidemark simulate` flags and the seeded random numbers every part of the run draws from.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::pipeline_common::flags::{self, Args, CommonFlags, Flags};
+use crate::pipeline_common::flags::{self, Args, Common, Flags};
 
 /// The flags (see [`HELP`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    /// How long the sequencer produces commits (the drain comes after).
-    pub duration: Duration,
-    /// Registered writers (each with its own batch buffer).
-    pub writers: usize,
     /// Target commits per second; `None`: as fast as the pipeline allows.
     pub rate: Option<u64>,
     /// Injected faults, cycling kill, wedge, slow, pause.
     pub faults: usize,
-    /// The tracker's stall grace period `G` (ms).
-    pub grace_ms: u64,
-    /// The sweep period `P` (ms).
-    pub sweep_ms: u64,
-    /// Seed of every random choice (writers per commit, fault targets and times, sink errors).
-    pub seed: u64,
-    /// Worker threads; each owns a shard of the writers and models one storage device.
-    pub workers: usize,
     /// Storage latency per batch (µs).
     pub latency_us: u64,
     /// Storage throughput per worker (bytes per second).
     pub throughput: u64,
-    /// Storage latency per batch of a slow writer (ms).
-    pub slow_ms: u64,
     /// How long a paused writer stays paused (ms).
     pub pause_ms: u64,
-    /// Batch linger (ms).
-    pub linger_ms: u64,
-    /// Batch size limit (messages).
-    pub max_batch: usize,
-    /// Buffer capacity per writer (messages; the ring is allocated up front, 64 B per slot).
-    pub capacity: usize,
     /// Payload bytes per message.
     pub message_bytes: usize,
     /// Probability that the storage rejects a batch transiently (the batch is requeued).
     pub nack_rate: f64,
-    /// Write an SVG chart of last-seen vs ack here.
-    pub chart: Option<PathBuf>,
-    /// Print the report as JSON instead of text.
-    pub json: bool,
-    /// Draw live progress (only when stdout is a terminal).
-    pub progress: bool,
     /// Deliberately broken behaviour, to prove the checks can fail (tests).
     pub inject_bug: Option<Bug>,
+    /// The flags both commands take.
+    pub common: Common,
 }
 
 /// A deliberate bug for mutation tests: the run must then fail its checks.
@@ -67,27 +42,29 @@ pub(crate) enum Bug {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            duration: Duration::from_secs(10),
-            writers: 100_000,
             rate: None,
             faults: 8,
-            grace_ms: 1_000,
-            sweep_ms: 100,
-            seed: 1,
-            workers: 2,
             latency_us: 500,
             throughput: 400 << 20,
-            slow_ms: 200,
             pause_ms: 2_000,
-            linger_ms: 5,
-            max_batch: 16,
-            capacity: 16,
             message_bytes: 64,
             nack_rate: 0.001,
-            chart: None,
-            json: false,
-            progress: true,
             inject_bug: None,
+            common: Common {
+                duration: Duration::from_secs(10),
+                writers: 100_000,
+                grace_ms: 1_000,
+                sweep_ms: 100,
+                seed: 1,
+                workers: 2,
+                slow_ms: 200,
+                linger_ms: 5,
+                max_batch: 16,
+                capacity: 16,
+                chart: None,
+                json: false,
+                progress: true,
+            },
         }
     }
 }
@@ -128,22 +105,8 @@ flags (defaults in brackets):
 impl Flags for Config {
     const CMD: &'static str = "simulate";
 
-    fn common(&mut self) -> CommonFlags<'_> {
-        CommonFlags {
-            duration: &mut self.duration,
-            writers: &mut self.writers,
-            grace_ms: &mut self.grace_ms,
-            sweep_ms: &mut self.sweep_ms,
-            seed: &mut self.seed,
-            workers: &mut self.workers,
-            slow_ms: &mut self.slow_ms,
-            linger_ms: &mut self.linger_ms,
-            max_batch: &mut self.max_batch,
-            capacity: &mut self.capacity,
-            chart: &mut self.chart,
-            json: &mut self.json,
-            progress: &mut self.progress,
-        }
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
     }
 
     fn own(&mut self, flag: &str, a: &mut Args<'_>) -> Result<bool, String> {
@@ -170,23 +133,25 @@ impl Flags for Config {
     fn validate(&self) -> Result<(), String> {
         let c = self;
         let own_first = [
-            (c.writers >= 4, "--writers must be at least 4"),
-            (c.writers <= 4_000_000, "--writers must be at most 4000000"),
+            (c.common.writers >= 4, "--writers must be at least 4"),
+            (
+                c.common.writers <= 4_000_000,
+                "--writers must be at most 4000000",
+            ),
             (c.rate != Some(0), "--rate must be positive"),
         ];
         let own_last = [
             (c.throughput > 0, "--throughput must be positive"),
             (
-                c.faults <= c.writers / 2,
+                c.faults <= c.common.writers / 2,
                 "--faults must be at most half the writers",
             ),
         ];
-        let shared =
-            flags::pipeline_checks(c.workers, c.grace_ms, c.sweep_ms, c.max_batch, c.capacity);
+        let shared = flags::pipeline_checks(&c.common);
         flags::check(
             Self::CMD,
             own_first.into_iter().chain(shared).chain(own_last),
-            c.duration,
+            c.common.duration,
             Duration::from_millis(100),
         )
     }
@@ -214,16 +179,16 @@ mod tests {
         .unwrap() else {
             panic!("expected a run")
         };
-        assert_eq!(c.duration, Duration::from_millis(1500));
+        assert_eq!(c.common.duration, Duration::from_millis(1500));
         assert_eq!(
-            (c.writers, c.rate, c.seed, c.grace_ms),
+            (c.common.writers, c.rate, c.common.seed, c.common.grace_ms),
             (1000, Some(5000), 7, 300)
         );
         assert_eq!(
-            c.sweep_ms, 30,
+            c.common.sweep_ms, 30,
             "default sweep period follows the grace period"
         );
-        assert!(c.json);
+        assert!(c.common.json);
         assert!(parse(&args("--duration 5x")).is_err());
         assert!(parse(&args("--bogus")).is_err());
         assert!(parse(&args("--writers")).is_err());

@@ -81,9 +81,9 @@ pub(crate) fn plan(config: &Config, rng: &mut Rng) -> Vec<Planned> {
         FaultKind::Slow,
         FaultKind::Pause,
     ];
-    let total = config.duration.as_millis() as u64;
+    let total = config.common.duration.as_millis() as u64;
     let (from, to) = (total / 10, (total / 2).max(total / 10 + 1));
-    let mut targets = Targets::new(config.writers);
+    let mut targets = Targets::new(config.common.writers);
     let mut out: Vec<Planned> = (0..config.faults)
         .map(|n| {
             let writer = targets.draw(rng);
@@ -135,11 +135,11 @@ mod tests {
 
     #[test]
     fn plan_is_seeded_distinct_and_early() {
-        let config = Config {
+        let mut config = Config {
             faults: 12,
-            writers: 50,
             ..Config::default()
         };
+        config.common.writers = 50;
         let a = plan(&config, &mut Rng::new(3, 0));
         let b = plan(&config, &mut Rng::new(3, 0));
         assert_eq!(a.len(), 12);
@@ -147,7 +147,7 @@ mod tests {
         assert_eq!(key(&a), key(&b));
         let writers: std::collections::HashSet<_> = a.iter().map(|f| f.writer).collect();
         assert_eq!(writers.len(), 12);
-        let total = config.duration.as_millis() as u64;
+        let total = config.common.duration.as_millis() as u64;
         for f in &a {
             assert!(f.at_ms >= total / 10 && f.at_ms < total / 2);
         }

@@ -54,15 +54,17 @@ fn rss() -> Option<u64> {
 /// Runs the simulation and gathers the report.
 fn run(cfg: Config) -> Result<Report, String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let plan = faults::plan(&cfg, &mut Rng::new(cfg.seed, 0));
+    let plan = faults::plan(&cfg, &mut Rng::new(cfg.common.seed, 0));
     let records: Vec<Record> = plan.into_iter().map(Record::new).collect();
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..cfg.workers).map(|_| mpsc::channel()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..cfg.common.workers).map(|_| mpsc::channel()).unzip();
     let wall = Instant::now();
     let rss0 = rss();
     let sh = Shared::new(cfg.clone(), clock, records, senders)?;
     let setup_rss = rss().zip(rss0).map(|(a, b)| a.saturating_sub(b));
     let setup_ms = wall.elapsed().as_millis() as u64;
-    let mut progress = Progress::new(cfg.progress && !cfg.json && std::io::stdout().is_terminal());
+    let mut progress =
+        Progress::new(cfg.common.progress && !cfg.common.json && std::io::stdout().is_terminal());
 
     // Fault actions in time order: (ms after start, worker command).
     let mut actions: Vec<(u64, usize, bool)> = Vec::new();
@@ -81,11 +83,13 @@ fn run(cfg: Config) -> Result<Report, String> {
         let workers: Vec<_> = receivers
             .into_iter()
             .enumerate()
-            .map(|(k, rx)| s.spawn(move || Worker::new(sh.shard_of(k), Sink::new(sh, k)).run(rx)))
+            .map(|(k, rx)| {
+                s.spawn(move || Worker::new(sh.host.shard_of(k), Sink::new(sh, k)).run(rx))
+            })
             .collect();
         let produce_start = Instant::now();
         let sequencer = s.spawn(|| pipeline::sequencer(sh));
-        let duration_ms = cfg.duration.as_millis() as u64;
+        let duration_ms = cfg.common.duration.as_millis() as u64;
         let mut next = 0;
         loop {
             let elapsed = produce_start.elapsed().as_millis() as u64;
@@ -97,7 +101,7 @@ fn run(cfg: Config) -> Result<Report, String> {
                 } else {
                     FaultCmd::Apply(k)
                 });
-                let _ = sh.senders[writer as usize % cfg.workers].send(cmd);
+                let _ = sh.senders[writer as usize % cfg.common.workers].send(cmd);
                 next += 1;
             }
             if elapsed >= duration_ms || sequencer.is_finished() {
@@ -128,7 +132,8 @@ fn run(cfg: Config) -> Result<Report, String> {
         }
         // Faults not yet evicted resolve within G + 2P of their anchor; allow the sweeper that
         // (and a margin for a loaded machine) before giving up on the final ack.
-        let wait = Duration::from_millis(cfg.grace_ms + 2 * cfg.sweep_ms) + Duration::from_secs(2);
+        let wait = Duration::from_millis(cfg.common.grace_ms + 2 * cfg.common.sweep_ms)
+            + Duration::from_secs(2);
         let until = Instant::now() + wait;
         while sh.tracker.ack() != Some(last_tx) && Instant::now() < until {
             progress.tick(sh, "final ack");
@@ -137,7 +142,7 @@ fn run(cfg: Config) -> Result<Report, String> {
         let drain_ms = drain_start.elapsed().as_millis() as u64;
         // Let the sampler take a sample of the settled state before stopping it.
         std::thread::sleep(pipeline::SAMPLE_EVERY * 2);
-        sh.stop_background.store(true, Ordering::Relaxed);
+        sh.host.stop_background.store(true, Ordering::Relaxed);
         let (observer, samples) = sampler.join().expect("sampler panicked");
         sweeper.join().expect("sweeper panicked");
         (last_tx, produce_s, drain_ms, observer, samples)
@@ -147,8 +152,8 @@ fn run(cfg: Config) -> Result<Report, String> {
     // Every buffer's report: a stop on a closed buffer returns its report; any buffer still
     // open (a live writer that did not drain) hands everything back now, which the checks flag.
     let mut m = Messages::default();
-    let now = sh.clock.now();
-    for w in &sh.writers {
+    let now = sh.host.clock.now();
+    for w in &sh.host.writers {
         let r = w.buffer.stop(now);
         let live = w.mode.load().live();
         m.add(&r, live);
@@ -160,15 +165,15 @@ fn run(cfg: Config) -> Result<Report, String> {
         }
     }
     m.offered = sh.seq.offered.load(Ordering::Relaxed);
-    m.returned += sh.work_sum(|c| &c.returned);
+    m.returned += sh.host.work_sum(|c| &c.returned);
     let sink = SinkTally {
-        delivered: sh.work_sum(|c| &c.delivered),
-        requeued_batches: sh.work_sum(|c| &c.storage.nacks),
-        order_violations: sh.work_sum(|c| &c.storage.order_violations),
+        delivered: sh.host.work_sum(|c| &c.delivered),
+        requeued_batches: sh.host.work_sum(|c| &c.storage.nacks),
+        order_violations: sh.host.work_sum(|c| &c.storage.order_violations),
     };
 
-    let sweeps = sh.sweeps.lock().unwrap().clone();
-    let p_eff = cfg.sweep_ms.max(sweeps.max_gap_ms);
+    let sweeps = sh.host.sweeps.lock().unwrap().clone();
+    let p_eff = cfg.common.sweep_ms.max(sweeps.max_gap_ms);
     let faults: Vec<FaultOutcome> = sh
         .faults
         .lock()
@@ -186,7 +191,7 @@ fn run(cfg: Config) -> Result<Report, String> {
             Some(FaultKind::Pause) => bad.paused += 1,
         }
     }
-    let duration_ms = cfg.duration.as_millis() as u64;
+    let duration_ms = cfg.common.duration.as_millis() as u64;
     let lags = samples
         .iter()
         .filter(|s| s.t_ms <= duration_ms)
@@ -196,7 +201,12 @@ fn run(cfg: Config) -> Result<Report, String> {
     let st = sh.tracker.stats(sh.now_ms());
     // Counted, not sampled: every buffer's fixed part plus the rings and arenas that traffic
     // allocated (an idle buffer allocates none).
-    let buffer_bytes = sh.writers.iter().map(|w| w.buffer.memory_bytes()).sum();
+    let buffer_bytes = sh
+        .host
+        .writers
+        .iter()
+        .map(|w| w.buffer.memory_bytes())
+        .sum();
     Ok(Report {
         buffer_bytes,
         start_ms: sh.start_ms,
@@ -208,7 +218,7 @@ fn run(cfg: Config) -> Result<Report, String> {
         commits: sh.seq.commits.load(Ordering::Relaxed),
         last_tx,
         flushes: st.flushes,
-        batches: sh.work_sum(|c| &c.batches),
+        batches: sh.host.work_sum(|c| &c.batches),
         commit_retries: sh.seq.retries.load(Ordering::Relaxed),
         throttled: sh.seq.throttled.load(Ordering::Relaxed),
         messages: m,
@@ -222,8 +232,8 @@ fn run(cfg: Config) -> Result<Report, String> {
         bad_evictions: bad,
         sweeps,
         errors: (
-            sh.work_sum(|c| &c.link_errors),
-            sh.work_sum(|c| &c.late_acks),
+            sh.host.work_sum(|c| &c.link_errors),
+            sh.host.work_sum(|c| &c.late_acks),
             sh.seq.commit_errors.load(Ordering::Relaxed),
         ),
         first_error: sh.first_error.lock().unwrap().clone(),
@@ -251,8 +261,8 @@ fn judge(r: &Record, cfg: &Config, p_eff: u64) -> FaultOutcome {
     match kind.expected_eviction() {
         Some(reason) => {
             let k = kind.bound_sweeps();
-            out.bound_nominal_ms = Some(cfg.grace_ms + k * cfg.sweep_ms);
-            out.bound_ms = Some(cfg.grace_ms + k * p_eff);
+            out.bound_nominal_ms = Some(cfg.common.grace_ms + k * cfg.common.sweep_ms);
+            out.bound_ms = Some(cfg.common.grace_ms + k * p_eff);
             let from = r.anchor_ms.or(r.applied_ms).expect("applied");
             match r.evicted {
                 None => {

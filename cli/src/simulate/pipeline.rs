@@ -17,7 +17,7 @@
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidemark::batch::{Clock, Message, TrackerLink};
@@ -33,11 +33,9 @@ use super::config::{Bug, Config};
 use super::faults::{FaultKind, Record};
 use super::observer::Observer;
 use crate::common::Rng;
-use crate::pipeline_common::sweep::SweepLog;
-use crate::pipeline_common::worker::{self as worker_loop, Shard};
-use crate::pipeline_common::writer::{
-    self, BufferShape, HostWriter, Mode, Offered, counter_sum, flush_notify,
-};
+use crate::pipeline_common::host::Host;
+use crate::pipeline_common::worker as worker_loop;
+use crate::pipeline_common::writer::{self, BufferShape, Mode, Offered, flush_notify};
 
 /// Observer sampling period.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(10);
@@ -113,24 +111,18 @@ pub(crate) struct Sample {
 pub(crate) struct Shared {
     /// The configuration.
     pub cfg: Config,
-    /// The one clock of the tracker and every buffer.
-    pub clock: Arc<dyn Clock>,
+    /// The clock, the writers, the sweep gate and log, the worker counters, the stop flag.
+    pub host: Host<SinkCounters>,
     /// The tracker.
     pub tracker: Arc<Tracker>,
-    /// The writers, by simulator index (= tracker slot index).
-    pub writers: Vec<HostWriter>,
     /// Their tracker ids, by index.
     pub ids: Vec<WriterId>,
     /// Tracker ms at the start.
     pub start_ms: u64,
-    /// Sweeps (write) vs ack samples (read): see observer.rs.
-    pub gate: RwLock<()>,
     /// Deliveries published to the observer, not yet taken by the sampler.
     pub deliveries: Mutex<Vec<(u64, u32)>>,
     /// The sequencer stops.
     pub stop_sequencer: AtomicBool,
-    /// The sweeper and the sampler stop.
-    pub stop_background: AtomicBool,
     /// The last committed tx.
     pub last_tx: AtomicU64,
     /// Writers that need an anchor commit (faults just applied).
@@ -142,12 +134,8 @@ pub(crate) struct Shared {
     pub fault_of: std::collections::HashMap<u32, usize>,
     /// Every eviction.
     pub evictions: Mutex<Vec<Eviction>>,
-    /// Sweep measurements.
-    pub sweeps: Mutex<SweepLog>,
     /// Sequencer counters.
     pub seq: CachePadded<SeqCounters>,
-    /// Per worker (and one more for the sweeper).
-    pub work: Vec<CachePadded<WorkerCounters>>,
     /// Commit errors other than evicted writers (first one).
     pub first_error: Mutex<Option<String>>,
     /// Worker channels.
@@ -164,22 +152,22 @@ impl Shared {
     ) -> Result<Shared, String> {
         let tracker = Arc::new(
             Tracker::new(tidemark::TrackerOptions {
-                expected_writers: cfg.writers,
-                stall_grace_ms: cfg.grace_ms,
+                expected_writers: cfg.common.writers,
+                stall_grace_ms: cfg.common.grace_ms,
                 ..Default::default()
             })
             .map_err(|e| format!("tracker: {e}"))?,
         );
         let shape = BufferShape {
-            max_batch: cfg.max_batch,
-            capacity: cfg.capacity,
-            max_bytes: (cfg.max_batch * cfg.message_bytes.max(1)) as u64,
-            capacity_bytes: (cfg.capacity * cfg.message_bytes.max(1)) as u64,
-            linger_ms: cfg.linger_ms,
+            max_batch: cfg.common.max_batch,
+            capacity: cfg.common.capacity,
+            max_bytes: (cfg.common.max_batch * cfg.message_bytes.max(1)) as u64,
+            capacity_bytes: (cfg.common.capacity * cfg.message_bytes.max(1)) as u64,
+            linger_ms: cfg.common.linger_ms,
         };
-        let mut writers = Vec::with_capacity(cfg.writers);
-        let mut ids = Vec::with_capacity(cfg.writers);
-        for i in 0..cfg.writers {
+        let mut writers = Vec::with_capacity(cfg.common.writers);
+        let mut ids = Vec::with_capacity(cfg.common.writers);
+        for i in 0..cfg.common.writers {
             let id = tracker.register().map_err(|e| format!("register: {e}"))?;
             if id.index() as usize != i {
                 return Err(format!("register: expected slot {i}, got {id}"));
@@ -193,28 +181,23 @@ impl Shared {
             .enumerate()
             .map(|(k, r)| (r.planned.writer, k))
             .collect();
-        let workers = cfg.workers;
         let start_ms = ms(&*clock);
+        let host = Host::new(&cfg.common, clock, writers);
         Ok(Shared {
             cfg,
-            clock,
+            host,
             tracker,
-            writers,
             ids,
             start_ms,
-            gate: RwLock::new(()),
             deliveries: Mutex::new(Vec::new()),
             stop_sequencer: AtomicBool::new(false),
-            stop_background: AtomicBool::new(false),
             last_tx: AtomicU64::new(0),
             forced: Mutex::new(Vec::new()),
             forced_flag: AtomicBool::new(false),
             faults: Mutex::new(faults),
             fault_of,
             evictions: Mutex::new(Vec::new()),
-            sweeps: Mutex::new(SweepLog::default()),
             seq: CachePadded::default(),
-            work: (0..=workers).map(|_| CachePadded::default()).collect(),
             first_error: Mutex::new(None),
             senders,
         })
@@ -222,27 +205,11 @@ impl Shared {
 
     /// Tracker time (ms on the shared clock).
     pub(crate) fn now_ms(&self) -> u64 {
-        ms(&*self.clock)
-    }
-
-    /// The sum of one worker counter.
-    pub(crate) fn work_sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
-        counter_sum(&self.work, |c| f(c))
-    }
-
-    /// What worker `k` works on.
-    pub(crate) fn shard_of(&self, k: usize) -> Shard<'_> {
-        Shard {
-            writers: &self.writers,
-            clock: &*self.clock,
-            shard: k,
-            workers: self.cfg.workers,
-            returned: &self.work[k].returned,
-        }
+        ms(&*self.host.clock)
     }
 
     fn shard(&self, i: u32) -> usize {
-        i as usize % self.cfg.workers
+        i as usize % self.cfg.common.workers
     }
 
     /// Asks the sequencer for an anchor commit to writer `i`.
@@ -263,9 +230,9 @@ pub(crate) fn ms(clock: &dyn Clock) -> u64 {
 /// Produces commits until told to stop; returns the last committed tx.
 pub(crate) fn sequencer(sh: &Shared) -> u64 {
     let cfg = &sh.cfg;
-    let n = cfg.writers as u64;
-    let mut rng = Rng::new(cfg.seed, 1);
-    let mut notify: Vec<Vec<u32>> = vec![Vec::new(); cfg.workers];
+    let n = cfg.common.writers as u64;
+    let mut rng = Rng::new(cfg.common.seed, 1);
+    let mut notify: Vec<Vec<u32>> = vec![Vec::new(); cfg.common.workers];
     let mut chosen: Vec<u32> = Vec::with_capacity(8);
     let mut ids: Vec<WriterId> = Vec::with_capacity(8);
     let mut anchors: Vec<u32> = Vec::new();
@@ -292,7 +259,7 @@ pub(crate) fn sequencer(sh: &Shared) -> u64 {
         let now_ms = loop {
             while chosen.len() < want {
                 let i = rng.below(n) as u32;
-                if sh.writers[i as usize].mode.load() != Mode::Evicted
+                if sh.host.writers[i as usize].mode.load() != Mode::Evicted
                     && !chosen.contains(&i)
                     && !excluded.contains(&i)
                 {
@@ -342,12 +309,12 @@ pub(crate) fn sequencer(sh: &Shared) -> u64 {
         sh.last_tx.store(tx, Ordering::Relaxed);
         c.commits.fetch_add(1, Ordering::Relaxed);
         for &i in &chosen {
-            let w = &sh.writers[i as usize];
+            let w = &sh.host.writers[i as usize];
             let m = Message::with_offset(vec![0u8; payload_len], offset);
             if w.offer(m) == Offered::Returned {
                 // Counted with the sweeper's set: the sequencer has no worker counters.
-                let last = sh.work.len() - 1;
-                sh.work[last].returned.fetch_add(1, Ordering::Relaxed);
+                let last = sh.host.work.len() - 1;
+                sh.host.work[last].returned.fetch_add(1, Ordering::Relaxed);
             }
             offered += 1;
             if w.take_notify() {
@@ -379,8 +346,8 @@ pub(crate) fn sequencer(sh: &Shared) -> u64 {
 /// Messages offered and not yet resolved (delivered, returned or handed back).
 fn outstanding(sh: &Shared) -> u64 {
     let offered = sh.seq.offered.load(Ordering::Relaxed);
-    let resolved = sh.work_sum(|c| &c.delivered)
-        + sh.work_sum(|c| &c.returned)
-        + sh.work_sum(|c| &c.handed_back_mid);
+    let resolved = sh.host.work_sum(|c| &c.delivered)
+        + sh.host.work_sum(|c| &c.returned)
+        + sh.host.work_sum(|c| &c.handed_back_mid);
     offered.saturating_sub(resolved)
 }

@@ -30,7 +30,7 @@ impl Progress {
         let now_ms = sh.now_ms();
         let st = sh.tracker.stats(now_ms);
         let commits = sh.seq.commits.load(std::sync::atomic::Ordering::Relaxed);
-        let messages = sh.work_sum(|c| &c.delivered);
+        let messages = sh.host.work_sum(|c| &c.delivered);
         let per_s = |now: u64, before: u64| (now.saturating_sub(before)) as f64 / dt.as_secs_f64();
         let pin = pin_text(st.pinning);
         let evictions = st.evicted_crashed + st.evicted_orphaned + st.evicted_stalled;

@@ -9,6 +9,7 @@ use super::config::Config;
 use super::faults::Record;
 use super::observer::Observer;
 use super::pipeline::{Eviction, Sample};
+use crate::pipeline_common::Outcome;
 use crate::pipeline_common::report::{Messages, Percentiles, opt};
 use crate::pipeline_common::sweep::SweepLog;
 
@@ -129,115 +130,26 @@ pub(crate) struct Report {
     pub first_error: Option<String>,
 }
 
-impl Report {
-    /// The checks; the run passes when all pass.
-    pub(crate) fn checks(&self) -> Vec<Check> {
-        let m = &self.messages;
-        let o = &self.observer;
-        let (samples, violations, regressions) = (o.samples, o.violations, o.regressions);
-        let faults_ok = self.faults.iter().all(|f| f.ok);
-        let bad = self.bad_evictions.total();
-        vec![
-            Check {
-                name: "ack never above the exact safe bound",
-                ok: violations == 0 && regressions == 0 && samples > 0,
-                detail: match o.first_violation {
-                    None => format!(
-                        "{samples} samples, {violations} violations, {regressions} regressions"
-                    ),
-                    Some((t, a, b)) => format!(
-                        "{violations} violations in {samples} samples; first at {t} ms: ack {a} > bound {}",
-                        opt(b)
-                    ),
-                },
-            },
-            Check {
-                name: "final ack equals the last commit",
-                ok: self.final_ack == Some(self.last_tx) && self.final_bound == Some(self.last_tx),
-                detail: format!(
-                    "last commit {}, ack {}, observer bound {}",
-                    self.last_tx,
-                    opt(self.final_ack),
-                    opt(self.final_bound)
-                ),
-            },
-            Check {
-                name: "messages balance, zero lost",
-                ok: m.balanced() && self.sink.delivered == m.delivered,
-                detail: format!(
-                    "accepted {} = delivered {} + handed back {} + failed {}; offered {} = accepted {} + returned {}; lost {}",
-                    m.accepted,
-                    m.delivered,
-                    m.handed_back,
-                    m.failed,
-                    m.offered,
-                    m.accepted,
-                    m.returned,
-                    m.lost()
-                ),
-            },
-            Check {
-                name: "graceful stop: live writers handed nothing back",
-                ok: m.handed_back_live == 0,
-                detail: format!("{} handed back by live writers", m.handed_back_live),
-            },
-            Check {
-                name: "per-writer delivery order",
-                ok: self.sink.order_violations == 0,
-                detail: format!("{} out-of-order deliveries", self.sink.order_violations),
-            },
-            Check {
-                name: "no healthy, slow or paused writer evicted",
-                ok: bad == 0,
-                detail: format!(
-                    "healthy {}, slow {}, paused {}",
-                    self.bad_evictions.healthy, self.bad_evictions.slow, self.bad_evictions.paused
-                ),
-            },
-            Check {
-                name: "kills and wedges evicted within the documented bound",
-                ok: faults_ok,
-                detail: format!(
-                    "{} of {} faults as specified",
-                    self.faults.iter().filter(|f| f.ok).count(),
-                    self.faults.len()
-                ),
-            },
-            Check {
-                name: "no commit or link errors",
-                ok: self.errors == (0, 0, 0),
-                detail: format!(
-                    "link errors {}, late acks {}, commit errors {}{}",
-                    self.errors.0,
-                    self.errors.1,
-                    self.errors.2,
-                    self.first_error
-                        .as_ref()
-                        .map_or(String::new(), |e| format!(" ({e})"))
-                ),
-            },
-        ]
-    }
-
+impl Outcome for Report {
     /// Did every check pass?
-    pub(crate) fn passed(&self) -> bool {
+    fn passed(&self) -> bool {
         self.checks().iter().all(|c| c.ok)
     }
 
     /// The human-readable report.
-    pub(crate) fn text(&self) -> String {
+    fn text(&self) -> String {
         let c = &self.config;
         let m = &self.messages;
         let mut s = String::new();
         let rate = |n: u64| n as f64 / self.produce_s.max(1e-9);
-        let _ = writeln!(s, "tidemark simulate — seed {}", c.seed);
+        let _ = writeln!(s, "tidemark simulate — seed {}", c.common.seed);
         let _ = writeln!(
             s,
             "  {} writers ({} workers), grace {} ms, sweep {} ms, {} faults; setup {} ms{}",
-            c.writers,
-            c.workers,
-            c.grace_ms,
-            c.sweep_ms,
+            c.common.writers,
+            c.common.workers,
+            c.common.grace_ms,
+            c.common.sweep_ms,
             c.faults,
             self.setup_ms,
             self.setup_rss.map_or(String::new(), |b| format!(
@@ -346,7 +258,7 @@ impl Report {
     }
 
     /// The report as JSON.
-    pub(crate) fn json(&self) -> Value {
+    fn json(&self) -> Value {
         let c = &self.config;
         let m = &self.messages;
         let rate = |n: u64| n as f64 / self.produce_s.max(1e-9);
@@ -378,14 +290,14 @@ impl Report {
             .collect();
         json!({
             "config": {
-                "duration_ms": c.duration.as_millis() as u64,
-                "writers": c.writers,
-                "workers": c.workers,
+                "duration_ms": c.common.duration.as_millis() as u64,
+                "writers": c.common.writers,
+                "workers": c.common.workers,
                 "rate": c.rate,
                 "faults": c.faults,
-                "grace_ms": c.grace_ms,
-                "sweep_ms": c.sweep_ms,
-                "seed": c.seed,
+                "grace_ms": c.common.grace_ms,
+                "sweep_ms": c.common.sweep_ms,
+                "seed": c.common.seed,
             },
             "setup": {"ms": self.setup_ms, "rss_bytes": self.setup_rss},
             "buffer_bytes": self.buffer_bytes,
@@ -443,28 +355,93 @@ impl Report {
     }
 }
 
-impl crate::pipeline_common::Outcome for Report {
-    fn chart_path(&self) -> Option<&std::path::Path> {
-        self.config.chart.as_deref()
-    }
-
-    fn svg(&self) -> String {
-        super::chart::svg(self)
-    }
-
-    fn wants_json(&self) -> bool {
-        self.config.json
-    }
-
-    fn json(&self) -> Value {
-        Report::json(self)
-    }
-
-    fn text(&self) -> String {
-        Report::text(self)
-    }
-
-    fn passed(&self) -> bool {
-        Report::passed(self)
+impl Report {
+    /// The checks; the run passes when all pass.
+    pub(crate) fn checks(&self) -> Vec<Check> {
+        let m = &self.messages;
+        let o = &self.observer;
+        let (samples, violations, regressions) = (o.samples, o.violations, o.regressions);
+        let faults_ok = self.faults.iter().all(|f| f.ok);
+        let bad = self.bad_evictions.total();
+        vec![
+            Check {
+                name: "ack never above the exact safe bound",
+                ok: violations == 0 && regressions == 0 && samples > 0,
+                detail: match o.first_violation {
+                    None => format!(
+                        "{samples} samples, {violations} violations, {regressions} regressions"
+                    ),
+                    Some((t, a, b)) => format!(
+                        "{violations} violations in {samples} samples; first at {t} ms: ack {a} > bound {}",
+                        opt(b)
+                    ),
+                },
+            },
+            Check {
+                name: "final ack equals the last commit",
+                ok: self.final_ack == Some(self.last_tx) && self.final_bound == Some(self.last_tx),
+                detail: format!(
+                    "last commit {}, ack {}, observer bound {}",
+                    self.last_tx,
+                    opt(self.final_ack),
+                    opt(self.final_bound)
+                ),
+            },
+            Check {
+                name: "messages balance, zero lost",
+                ok: m.balanced() && self.sink.delivered == m.delivered,
+                detail: format!(
+                    "accepted {} = delivered {} + handed back {} + failed {}; offered {} = accepted {} + returned {}; lost {}",
+                    m.accepted,
+                    m.delivered,
+                    m.handed_back,
+                    m.failed,
+                    m.offered,
+                    m.accepted,
+                    m.returned,
+                    m.lost()
+                ),
+            },
+            Check {
+                name: "graceful stop: live writers handed nothing back",
+                ok: m.handed_back_live == 0,
+                detail: format!("{} handed back by live writers", m.handed_back_live),
+            },
+            Check {
+                name: "per-writer delivery order",
+                ok: self.sink.order_violations == 0,
+                detail: format!("{} out-of-order deliveries", self.sink.order_violations),
+            },
+            Check {
+                name: "no healthy, slow or paused writer evicted",
+                ok: bad == 0,
+                detail: format!(
+                    "healthy {}, slow {}, paused {}",
+                    self.bad_evictions.healthy, self.bad_evictions.slow, self.bad_evictions.paused
+                ),
+            },
+            Check {
+                name: "kills and wedges evicted within the documented bound",
+                ok: faults_ok,
+                detail: format!(
+                    "{} of {} faults as specified",
+                    self.faults.iter().filter(|f| f.ok).count(),
+                    self.faults.len()
+                ),
+            },
+            Check {
+                name: "no commit or link errors",
+                ok: self.errors == (0, 0, 0),
+                detail: format!(
+                    "link errors {}, late acks {}, commit errors {}{}",
+                    self.errors.0,
+                    self.errors.1,
+                    self.errors.2,
+                    self.first_error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" ({e})"))
+                ),
+            },
+        ]
     }
 }

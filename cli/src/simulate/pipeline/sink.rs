@@ -31,22 +31,22 @@ pub(crate) struct Sink<'a> {
 impl<'a> Sink<'a> {
     /// Worker `shard`'s sink.
     pub(crate) fn new(sh: &'a Shared, shard: usize) -> Sink<'a> {
-        let local = sh.cfg.writers.div_ceil(sh.cfg.workers);
+        let local = sh.cfg.common.writers.div_ceil(sh.cfg.common.workers);
         Sink {
             sh,
             shard,
-            rng: Rng::new(sh.cfg.seed, 100 + shard as u64),
+            rng: Rng::new(sh.cfg.common.seed, 100 + shard as u64),
             last_delivered: vec![0; local],
             busy_until: 0,
         }
     }
 
     fn counters(&self) -> &'a WorkerCounters {
-        &self.sh.work[self.shard]
+        &self.sh.host.work[self.shard]
     }
 
     fn now_ns(&self) -> u64 {
-        self.sh.clock.now().as_nanos() as u64
+        self.sh.host.clock.now().as_nanos() as u64
     }
 
     fn apply_fault(&mut self, k: usize) {
@@ -55,7 +55,7 @@ impl<'a> Sink<'a> {
             let f = sh.faults.lock().unwrap();
             (f[k].planned.kind, f[k].planned.writer)
         };
-        let w = &sh.writers[i as usize];
+        let w = &sh.host.writers[i as usize];
         let now_ms = sh.now_ms();
         if !w.mode.load().serviced() {
             return; // already evicted (should not happen): the report shows it unapplied
@@ -63,7 +63,7 @@ impl<'a> Sink<'a> {
         match kind {
             FaultKind::Kill => {
                 w.mode.store(Mode::Killed);
-                let report = w.buffer.stop(sh.clock.now());
+                let report = w.buffer.stop(sh.host.clock.now());
                 self.counters()
                     .handed_back_mid
                     .fetch_add(report.handed_back_count(), Ordering::Relaxed);
@@ -92,7 +92,7 @@ impl<'a> Sink<'a> {
     /// Lifts writer `i`'s pause; true when it was paused (the worker then services it).
     fn resume(&mut self, i: u32) -> bool {
         let sh = self.sh;
-        if !sh.writers[i as usize]
+        if !sh.host.writers[i as usize]
             .mode
             .change(Mode::Paused, Mode::Healthy)
         {
@@ -111,7 +111,7 @@ impl<'a> Sink<'a> {
     }
 
     fn check_order(&mut self, i: u32, batch: &Batch) {
-        let l = i as usize / self.sh.cfg.workers;
+        let l = i as usize / self.sh.cfg.common.workers;
         for m in batch.iter() {
             let tx = m.offset.map_or(0, |o| o.tx);
             if tx <= self.last_delivered[l] {
@@ -136,7 +136,7 @@ impl worker_loop::Storage for Sink<'_> {
         self.busy_until =
             start + (batch.bytes() as u128 * 1_000_000_000 / cfg.throughput as u128) as u64;
         let latency = if slow {
-            cfg.slow_ms * 1_000_000
+            cfg.common.slow_ms * 1_000_000
         } else {
             cfg.latency_us * 1_000
         };
@@ -144,7 +144,8 @@ impl worker_loop::Storage for Sink<'_> {
         let batch = if cfg.inject_bug == Some(Bug::EarlyAck) {
             // The bug: report the batch flushed when it is taken, not when it is durable.
             self.check_order(i, &batch);
-            self.counters().ack(&self.sh.writers[i as usize], batch);
+            self.counters()
+                .ack(&self.sh.host.writers[i as usize], batch);
             None
         } else {
             Some(batch)
@@ -153,7 +154,7 @@ impl worker_loop::Storage for Sink<'_> {
     }
 
     fn complete(&mut self, i: u32, s: InStorage) {
-        let w = &self.sh.writers[i as usize];
+        let w = &self.sh.host.writers[i as usize];
         let Some(batch) = s.batch else {
             // Early-ack bug: already acked; only now is it durable.
             w.proven.fetch_max(s.highest_tx, Ordering::SeqCst);
@@ -188,6 +189,6 @@ impl worker_loop::Storage for Sink<'_> {
     }
 
     fn before_drain(&mut self, i: u32) -> bool {
-        self.sh.writers[i as usize].mode.load() == Mode::Paused && self.resume(i)
+        self.sh.host.writers[i as usize].mode.load() == Mode::Paused && self.resume(i)
     }
 }

@@ -7,28 +7,16 @@ use super::*;
 
 /// Sweeps every `P` until told to stop; marks evictions for the observer.
 pub(crate) fn sweeper(sh: &Shared) {
-    let counters = &sh.work[sh.work.len() - 1];
     let sweeper = Sweeper {
         tracker: &sh.tracker,
-        writers: &sh.writers,
-        gate: &sh.gate,
-        log: &sh.sweeps,
-        period_ms: sh.cfg.sweep_ms,
-        stop: &sh.stop_background,
-        now_ms: &|| sh.now_ms(),
+        host: &sh.host,
+        killed_counted: true,
     };
-    sweeper.run(|now_ms, evicted| {
-        for e in evicted {
-            let w = &sh.writers[e.writer as usize];
-            // The host invalidates the evicted writer: its buffer hands everything back (a
-            // killed writer's buffer was stopped, and counted, at the kill).
-            let report = w.buffer.stop(sh.clock.now());
-            if e.before != Mode::Killed {
-                counters
-                    .handed_back_mid
-                    .fetch_add(report.handed_back_count(), Ordering::Relaxed);
-            }
-            w.return_spill(&counters.returned);
+    // The sweeper invalidates each evicted writer: its buffer hands everything back (a killed
+    // writer's buffer was stopped, and counted, at the kill).
+    sweeper.run(
+        || {},
+        |now_ms, e| {
             let fault = sh.fault_of.get(&e.writer).map(|&k| {
                 let mut f = sh.faults.lock().unwrap();
                 f[k].evicted.get_or_insert((now_ms, e.reason));
@@ -40,20 +28,20 @@ pub(crate) fn sweeper(sh: &Shared) {
                 at_ms: now_ms,
                 fault,
             });
-        }
-    });
+        },
+    );
 }
 
 /// One observer sample: the ack first, then the bound (see observer.rs).
 pub(crate) fn sample(sh: &Shared, obs: &mut Observer) -> Sample {
     let (ack, bound) = {
-        let _gate = sh.gate.read().unwrap();
+        let _gate = sh.host.gate.read().unwrap();
         let ack = sh.tracker.ack();
         let new = std::mem::take(&mut *sh.deliveries.lock().unwrap());
         obs.record(new);
         let bound = obs.bound(
-            |w| sh.writers[w as usize].proven.load(Ordering::SeqCst),
-            |w| sh.writers[w as usize].evicted.load(Ordering::SeqCst),
+            |w| sh.host.writers[w as usize].proven.load(Ordering::SeqCst),
+            |w| sh.host.writers[w as usize].evicted.load(Ordering::SeqCst),
         );
         (ack, bound)
     };
@@ -71,7 +59,7 @@ pub(crate) fn sample(sh: &Shared, obs: &mut Observer) -> Sample {
 pub(crate) fn sampler(sh: &Shared) -> (Observer, Vec<Sample>) {
     let mut obs = Observer::default();
     let mut samples = Vec::new();
-    while !sh.stop_background.load(Ordering::Relaxed) {
+    while !sh.host.stop_background.load(Ordering::Relaxed) {
         samples.push(sample(sh, &mut obs));
         std::thread::sleep(SAMPLE_EVERY);
     }
